@@ -88,9 +88,7 @@ class ForwardModel:
 
     def adjoint(self, y: jax.Array) -> jax.Array:
         """Apply the transpose ``gᵀ`` (correlation with the PSF plus folded boundaries)."""
-        (out,) = jax.linear_transpose(self._apply, jax.ShapeDtypeStruct(self.shape, y.dtype))(
-            y
-        )
+        (out,) = jax.linear_transpose(self._apply, jax.ShapeDtypeStruct(self.shape, y.dtype))(y)
         return out
 
 
