@@ -1,8 +1,35 @@
-"""jdeconv: self-supervised single-image deconvolution in JAX."""
+"""jdeconv: self-supervised single-image deconvolution in JAX.
+
+Public API (see README.md):
+
+- ``fit(image, psf, cfg)`` -> :class:`FitResult`; ``deconvolve(image, model)``;
+  ``save_model`` / ``load_model``; :class:`Config` with ``Config.preset(name, **overrides)``.
+- ``make_forward(psf, shape, method=, padding=)`` -> :class:`ForwardModel` (``g`` and
+  ``g.adjoint``).
+- modules ``psf``, ``masks``, ``losses``, ``metrics``, ``simulate``, ``unet``, ``train``.
+- ``richardson_lucy`` (classical baseline).
+"""
 
 __version__ = "0.1.0"
 
-from . import psf
+from . import losses, masks, psf, unet
+from .api import FitResult, FittedModel, deconvolve, fit, load_model, save_model
+from .config import Config
 from .forward import ForwardModel, make_forward
 
-__all__ = ["ForwardModel", "make_forward", "psf", "__version__"]
+__all__ = [
+    "Config",
+    "FitResult",
+    "FittedModel",
+    "ForwardModel",
+    "deconvolve",
+    "fit",
+    "load_model",
+    "losses",
+    "make_forward",
+    "masks",
+    "psf",
+    "save_model",
+    "unet",
+    "__version__",
+]
