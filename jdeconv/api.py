@@ -152,8 +152,9 @@ def _adapt_patch(cfg: Config, shape: tuple[int, ...], psf_shape) -> Config:
         interior = [p - 2 * (k // 2) for p, k in zip(fit_shape, psf_shape, strict=True)]
         if min(interior) < 4:
             raise ValueError(
-                f"patch {fit_shape} leaves no interior for the loss with a PSF of {tuple(psf_shape)}"
-                "; use larger patches (patch_size/patch_size_z) or crop_border=False."
+                f"patch {fit_shape} leaves no interior for the loss with a PSF of "
+                f"{tuple(psf_shape)}; use larger patches (patch_size/patch_size_z) or "
+                "crop_border=False."
             )
     if fit_shape != want:
         warnings.warn(

@@ -42,7 +42,7 @@ class Config:
     invalid values raise ``ValueError`` at construction, before any tracing.
 
     Attributes:
-      preset: name of the preset this config started from (informational).
+      name: the preset this config started from (informational; "custom" otherwise).
       loss_weights: ``((term, weight), ...)``; a dict is accepted and converted.
       seed: seeds network initialisation, patch sampling and masks.
       steps: maximum number of training steps.
@@ -71,7 +71,7 @@ class Config:
       clip_output: clip the deconvolved image to the input's range.
     """
 
-    preset: str = "custom"
+    name: str = "custom"
     loss_weights: tuple[tuple[str, float], ...] = (("bsp", 1.0),)
     seed: int = 0
     steps: int = 1000
@@ -148,7 +148,8 @@ class Config:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}.")
         if self.tile_size is not None and self.tile_size <= 2 * self.tile_overlap:
             raise ValueError(
-                f"tile_size ({self.tile_size}) must exceed twice tile_overlap ({self.tile_overlap})."
+                f"tile_size ({self.tile_size}) must exceed twice tile_overlap "
+                f"({self.tile_overlap})."
             )
         self.unet(2)  # validates the network settings
 
@@ -172,7 +173,7 @@ class Config:
         unknown = sorted(set(overrides) - fields)
         if unknown:
             raise ValueError(f"unknown Config fields {unknown}; valid fields: {sorted(fields)}.")
-        settings = {"preset": name, "loss_weights": tuple(PRESETS[name].items())}
+        settings = {"name": name, "loss_weights": tuple(PRESETS[name].items())}
         settings.update(_PRESET_SETTINGS[name])
         settings.update(overrides)
         return cls(**settings)
