@@ -14,7 +14,7 @@ the best.
 
 Optional total-variation regularisation follows Dey et al. 2006 ("Richardson-Lucy
 algorithm with total variation regularization for 3D confocal microscope
-deconvolution", Microsc. Res. Tech. 69:260-266, eq. 6)::
+deconvolution", Microsc. Res. Tech. 69:260-266)::
 
     x_{k+1} = x_k / (1 - lambda div(grad x_k / |grad x_k|)) * gᵀ(y / g x_k)
 
@@ -76,6 +76,8 @@ def _tv_curvature(x: jax.Array, smoothing) -> jax.Array:
     """``div(grad x / |grad x|)`` with forward differences and backward divergence."""
     grads = [_shift_forward(x, a) for a in range(x.ndim)]
     norm = jnp.sqrt(sum(g * g for g in grads) + jnp.square(smoothing))
+    # norm is 0 only where all gradients are (an all-zero image): the normal field is 0.
+    norm = jnp.where(norm > 0, norm, 1.0)
     return sum(_shift_backward(g / norm, a) for a, g in enumerate(grads))
 
 
@@ -108,6 +110,7 @@ def make_richardson_lucy(
     """
     psf = validate_psf(psf)
     shape = tuple(int(s) for s in shape)
+    _check_settings(len(shape), eps, tv_weight)
     return _cached_runner(
         psf.tobytes(),
         psf.shape,
@@ -120,7 +123,8 @@ def make_richardson_lucy(
     )
 
 
-@functools.lru_cache(maxsize=16)
+# Few entries: each holds an OTF, which for large 3D volumes is sizeable device memory.
+@functools.lru_cache(maxsize=4)
 def _cached_runner(
     psf_bytes, psf_shape, shape, method, padding, eps, tv_weight, boundary_correction
 ):
@@ -144,7 +148,7 @@ def _cached_runner(
         if sensitivity is not None:
             correction = correction / jnp.maximum(sensitivity, eps)
         if tv_weight > 0:
-            # Dey et al. 2006, eq. 6; positive for tv_weight below _tv_weight_limit.
+            # Dey et al. 2006; the denominator is positive below _tv_weight_limit.
             correction = correction / (1.0 - tv_weight * _tv_curvature(estimate, tv_smoothing))
         return estimate * correction
 
@@ -180,6 +184,20 @@ def _check_image(image) -> np.ndarray:
     return arr
 
 
+def _check_settings(ndim: int, eps, tv_weight) -> tuple[float, float]:
+    eps = float(eps)
+    if not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"eps must be finite and >= 0, got {eps}.")
+    tv_weight = float(tv_weight)
+    limit = _tv_weight_limit(ndim)
+    if not (0 <= tv_weight < limit):
+        raise ValueError(
+            f"tv_weight must be in [0, {limit:.3f}) for a {ndim}D image (above it the TV "
+            f"denominator can reach zero), got {tv_weight}; typical values are 0.001-0.01."
+        )
+    return eps, tv_weight
+
+
 def _check_count(n, name: str) -> int:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {n!r}.")
@@ -189,16 +207,7 @@ def _check_count(n, name: str) -> int:
 def _prepare(image, psf, *, eps, tv_weight, init):
     image = _check_image(image)
     psf = validate_psf(psf, ndim=image.ndim, normalize=True)
-    eps = float(eps)
-    if not (math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be finite and >= 0, got {eps}.")
-    tv_weight = float(tv_weight)
-    limit = _tv_weight_limit(image.ndim)
-    if not (0 <= tv_weight < limit):
-        raise ValueError(
-            f"tv_weight must be in [0, {limit:.3f}) for a {image.ndim}D image (above it the "
-            f"TV denominator can reach zero), got {tv_weight}; Dey et al. use ~0.002."
-        )
+    eps, tv_weight = _check_settings(image.ndim, eps, tv_weight)
     if init is None:
         # Any constant start gives the same iterates (RL's first step cancels it); the
         # image mean keeps the start in the data's units.
