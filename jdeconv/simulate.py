@@ -35,6 +35,7 @@ import numpy as np
 import scipy.ndimage
 
 from .forward import make_forward
+from .psf import validate_psf
 
 __all__ = [
     "normalize_minmax",
@@ -51,6 +52,7 @@ _TURN_SMOOTHING = 4.0
 _MAX_BITS = 24
 
 
+@jax.jit
 def normalize_minmax(x) -> jax.Array:
     """Rescale an array linearly to [0, 1]: ``(x - min) / (max - min)``, as float32.
 
@@ -108,8 +110,8 @@ def add_noise(
     independently with probability ``salt_pepper``, is replaced by a Uniform(0, 1) value;
     then ``round(y (2^bits - 1)) / (2^bits - 1)``; then clip to [0, 1].
 
-    A pure function: jit it with ``static_argnames=("bits", "clip")``; ``alpha``,
-    ``sigma`` and ``salt_pepper`` may be traced. Every step can be switched off (alpha =
+    A pure function: jit it with ``static_argnames=("bits",)``; ``alpha``, ``sigma``,
+    ``salt_pepper`` and ``clip`` may be traced. Every step can be switched off (alpha =
     sigma = 0, salt_pepper = 0, bits = None, clip = False).
 
     Args:
@@ -136,26 +138,34 @@ def add_noise(
         alpha,
         sigma,
         salt_pepper,
-        bits=None if bits is None else int(bits),
-        clip=bool(clip),
+        # Quantisation levels and clipping are traced too, so only the shape (and whether
+        # to quantise at all) triggers a compilation.
+        2.0**bits - 1.0 if bits is not None else 1.0,
+        clip,
+        quantize=bits is not None,
     )
 
 
-# One compiled kernel per (shape, bits, clip) instead of one per primitive when called
-# eagerly; inside a caller's jit this simply inlines.
-@functools.partial(jax.jit, static_argnames=("bits", "clip"))
-def _noise_core(key, x, alpha, sigma, salt_pepper, *, bits, clip):
+# One compiled kernel per shape instead of one per primitive when called eagerly; inside
+# a caller's jit this simply inlines.
+@functools.partial(jax.jit, static_argnames=("quantize",))
+def _noise_core(key, x, alpha, sigma, salt_pepper, levels, clip, *, quantize):
     key_gauss, key_mask, key_value = jax.random.split(key, 3)
     variance = jnp.maximum(alpha * x + jnp.square(sigma), 0.0)
     y = x + jnp.sqrt(variance) * jax.random.normal(key_gauss, x.shape, jnp.float32)
     replaced = jax.random.uniform(key_mask, x.shape) < salt_pepper
     y = jnp.where(replaced, jax.random.uniform(key_value, x.shape, jnp.float32), y)
-    if bits is not None:
-        levels = float(2**bits - 1)
+    if quantize:
         y = jnp.round(y * levels) / levels
-    if clip:
-        y = jnp.clip(y, 0.0, 1.0)
+    y = jnp.where(clip, jnp.clip(y, 0.0, 1.0), y)
     return y.astype(jnp.float32)
+
+
+@functools.lru_cache(maxsize=4)
+def _blur(psf_bytes, psf_shape, shape, method, padding):
+    # Cached so repeated degradations of same-shaped images compile the blur once.
+    psf = np.frombuffer(psf_bytes, dtype=np.float32).reshape(psf_shape)
+    return jax.jit(make_forward(psf, shape, method=method, padding=padding))
 
 
 def _check_image(clean) -> np.ndarray:
@@ -231,8 +241,8 @@ def degrade(
     if normalize:
         x = normalize_minmax(x)
     if psf is not None:
-        g = make_forward(psf, x.shape, method=method, padding=padding)
-        x = jax.jit(g)(x)
+        psf = validate_psf(psf, ndim=x.ndim)
+        x = _blur(psf.tobytes(), psf.shape, x.shape, method, padding)(x)
     y = add_noise(
         key,
         x,

@@ -227,3 +227,16 @@ def test_unnormalised_psf_is_normalised():
         classic.richardson_lucy(image, psf, iterations=3),
         rtol=1e-5,
     )
+
+
+def test_matches_skimage_with_the_ssi_psf(shared_data):
+    # The papers' 2D kernel (a defocus ring, 17x17) on the papers' degradation.
+    from jdeconv.simulate import degrade, filaments_2d
+
+    psf = np.load(shared_data / "psf" / "ssi_2d_17.npy")
+    image = degrade(jax.random.key(1), filaments_2d(jax.random.key(0), (64, 64), count=6), psf)
+    expected = skimage_richardson_lucy(
+        image.astype(np.float64), psf.astype(np.float64), num_iter=5, clip=False
+    )
+    got = classic.richardson_lucy(image, psf, iterations=5, init=0.5)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * expected.max())
