@@ -12,7 +12,8 @@ Public API (see README.md):
 
 __version__ = "0.1.0"
 
-from . import losses, masks, psf, unet
+from . import losses, masks, metrics, psf, simulate, unet
+from .classic import richardson_lucy
 from .api import FitResult, FittedModel, deconvolve, fit, load_model, save_model
 from .config import Config
 from .forward import ForwardModel, make_forward
@@ -28,6 +29,9 @@ __all__ = [
     "losses",
     "make_forward",
     "masks",
+    "metrics",
+    "richardson_lucy",
+    "simulate",
     "psf",
     "save_model",
     "unet",

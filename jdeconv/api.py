@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -105,9 +106,6 @@ class FittedModel:
     psf: np.ndarray
     version: str = __version__
 
-    def graphdef(self):
-        return _abstract_model(self.config, self.ndim)[0]
-
 
 @dataclasses.dataclass
 class FitResult:
@@ -177,7 +175,13 @@ def _centre_window(shape, limit):
 
 
 def fit(
-    image, psf, cfg: Config | None = None, *, verbose: bool = True, normalize_psf: bool = False
+    image,
+    psf,
+    cfg: Config | None = None,
+    *,
+    verbose: bool = True,
+    normalize_psf: bool = False,
+    callback=None,
 ) -> FitResult:
     """Learn a deconvolution of one noisy image with its known PSF, self-supervised.
 
@@ -188,6 +192,9 @@ def fit(
       cfg: a :class:`Config`; None uses ``Config.preset(default_preset(image.ndim))``.
       verbose: show a progress bar with the loss and validation loss.
       normalize_psf: divide the PSF by its sum instead of raising.
+      callback: optional ``callback(step, val_loss, deconvolve_fn)`` called after every
+        validation; ``deconvolve_fn()`` returns the current deconvolved image (numpy, input
+        scale). Return ``True`` to stop training. For research and benchmarks.
 
     Returns:
       A :class:`FitResult`.
@@ -281,7 +288,19 @@ def fit(
                 bar.set_postfix(
                     loss=f"{float(metrics['loss']):.4g}", val=f"{val:.4g}", refresh=False
                 )
-                if cfg.patience is not None and since_best >= cfg.patience:
+                stop = False
+                if callback is not None:
+                    current = FittedModel(params=state.params, config=cfg, ndim=ndim, psf=psf)
+                    stop = bool(
+                        callback(
+                            steps_run,
+                            val,
+                            lambda m=current: _destandardise(
+                                _predict_standardised(m, x), offset, scale, cfg, arr
+                            ),
+                        )
+                    )
+                if stop or (cfg.patience is not None and since_best >= cfg.patience):
                     bar.update(steps_run - bar.n)
                     break
             elif steps_run % 10 == 0 or last or validate is None:
@@ -325,11 +344,26 @@ def _record(history, step, metrics):
         history.setdefault(name, []).append(float(value))
 
 
+@functools.lru_cache(maxsize=8)
+def _predictor(unet_cfg):
+    # One compiled predictor per network shape, reused across calls and images.
+    model = nnx.eval_shape(lambda: UNet(unet_cfg, rngs=nnx.Rngs(0)))
+    return make_predictor(nnx.split(model, nnx.Param)[0])
+
+
 def _predict_standardised(model: FittedModel, x: np.ndarray, *, tile_size=None) -> np.ndarray:
     cfg = model.config
-    net = make_predictor(model.graphdef())
+    net = _predictor(cfg.unet(model.ndim))
     tile = cfg.tile_size if tile_size is None else tile_size
-    return predict(net, model.params, x, tile_size=tile, overlap=cfg.tile_overlap, tta=cfg.tta)
+    return predict(
+        net,
+        model.params,
+        x,
+        multiple=2**cfg.depth,
+        tile_size=tile,
+        halo=cfg.tile_halo,
+        tta=cfg.tta,
+    )
 
 
 def _destandardise(y_std, offset, scale, cfg, arr):

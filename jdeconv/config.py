@@ -67,7 +67,10 @@ class Config:
       patience: stop after this many evaluations without improvement (None: never).
       restore_best: return the parameters with the lowest validation loss.
       tta: average the 8 (2D) / 16 (3D) rotations/flips at inference.
-      tile_size, tile_overlap: tiled inference (None: whole image at once).
+      tile_size, tile_halo: tiled inference with windows of ``tile_size`` per axis, each
+        with ``tile_halo`` pixels of context around the part it contributes (None: whole
+        image at once). With ``norm="none"`` tiled and whole results agree to float
+        rounding when the halo covers the receptive field (64 does for depth 3).
       clip_output: clip the deconvolved image to the input's range.
     """
 
@@ -87,7 +90,7 @@ class Config:
     grad_clip: float | None = 1.0
     base_channels: int = 16
     depth: int = 3
-    norm: str = "group"
+    norm: str = "none"
     residual: bool = True
     mask_kind: str = "stratified"
     mask_fraction: float = 0.02
@@ -104,7 +107,7 @@ class Config:
     restore_best: bool = True
     tta: bool = True
     tile_size: int | None = None
-    tile_overlap: int = 32
+    tile_halo: int = 64
     clip_output: bool = False
 
     def __post_init__(self):
@@ -124,7 +127,7 @@ class Config:
         for name in ("steps", "patch_size", "patch_size_z", "batch_size", "validate_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
-        for name in ("warmup_steps", "tile_overlap", "seed"):
+        for name in ("warmup_steps", "tile_halo", "seed"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.patch_size % 2**self.depth or self.patch_size_z % 2**self.depth:
@@ -146,11 +149,8 @@ class Config:
             )
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}.")
-        if self.tile_size is not None and self.tile_size <= 2 * self.tile_overlap:
-            raise ValueError(
-                f"tile_size ({self.tile_size}) must exceed twice tile_overlap "
-                f"({self.tile_overlap})."
-            )
+        if self.tile_size is not None and self.tile_size < 2**self.depth:
+            raise ValueError(f"tile_size must be at least 2**depth = {2**self.depth}.")
         self.unet(2)  # validates the network settings
 
     @classmethod

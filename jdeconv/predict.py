@@ -18,7 +18,7 @@ import numpy as np
 
 from .train import apply_network
 
-__all__ = ["make_predictor", "predict", "tile_starts", "blend_window"]
+__all__ = ["make_predictor", "predict"]
 
 
 def make_predictor(graphdef) -> Callable:
@@ -43,26 +43,30 @@ def _with_tta(net: Callable, params, x: jax.Array) -> jax.Array:
     return total / len(transforms)
 
 
-def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets of tiles of ``tile`` covering ``[0, n)`` with at least ``overlap``."""
-    if tile >= n:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, n - tile, stride))
-    starts.append(n - tile)
-    return starts
+def _windows(n: int, multiple: int, window: int, halo: int, blend: int):
+    """Per-axis tiling: ``[(window_start, core_start, core_stop, weights)]``.
 
-
-def blend_window(tile: int, overlap: int, *, at_start: bool, at_end: bool) -> np.ndarray:
-    """1D blending weights: raised-cosine ramps over ``overlap`` except at image borders."""
-    w = np.ones(tile, dtype=np.float64)
-    if overlap > 0:
-        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(overlap) + 0.5) / overlap)
-        if not at_start:
-            w[:overlap] = ramp
-        if not at_end:
-            w[-overlap:] = ramp[::-1]
-    return w
+    Cores tile ``[0, n)`` and overlap their neighbours by ``blend``; each window is the
+    core plus ``halo`` of context on each side, ``window`` long, started on a multiple of
+    ``multiple`` so the network's pooling grid matches the whole-image one. ``weights``
+    (one per core pixel, > 0) ramp linearly over the overlaps with neighbouring cores.
+    """
+    core = window - 2 * halo
+    stride = core - blend
+    starts = list(range(0, max(n - core, 0) + 1, stride))
+    if starts[-1] + core < n:
+        starts.append(n - core)
+    out = []
+    for i, c0 in enumerate(starts):
+        c1 = min(c0 + core, n)
+        w0 = min(max(0, (c0 - halo) // multiple * multiple), max(n - window, 0))
+        weights = np.ones(c1 - c0)
+        if i > 0 and (k := starts[i - 1] + core - c0) > 0:  # overlap with the previous core
+            weights[:k] = (np.arange(k) + 0.5) / k
+        if i + 1 < len(starts) and (k := c1 - starts[i + 1]) > 0:
+            weights[-k:] = np.minimum(weights[-k:], 1 - (np.arange(k) + 0.5) / k)
+        out.append((w0, c0, c1, weights))
+    return out
 
 
 def predict(
@@ -70,18 +74,28 @@ def predict(
     params,
     x: np.ndarray,
     *,
+    multiple: int = 1,
     tile_size: int | None = None,
-    overlap: int = 32,
+    halo: int = 64,
+    blend: int = 16,
     tta: bool = False,
 ) -> np.ndarray:
     """Apply ``net`` to a standardised ``(*spatial)`` array, whole or in tiles.
+
+    Tiled inference is exact (equal to the whole-image result up to float rounding) when
+    ``halo`` covers the network's receptive field and the network has no per-input
+    statistics (``norm="none"``): every tile is predicted with ``halo`` pixels of context,
+    cut on the pooling grid, and neighbouring tiles are blended linearly over ``blend``
+    pixels.
 
     Args:
       net: from :func:`make_predictor`.
       params: network parameters.
       x: standardised image.
-      tile_size: tile side (per axis, clipped to the image); None for the whole image.
-      overlap: overlap between neighbouring tiles.
+      multiple: the network's size multiple (``2**depth``).
+      tile_size: tile (window) side per axis; None for the whole image.
+      halo: context on each side of a tile's core (rounded up to ``multiple``).
+      blend: width of the linear blend between neighbouring cores.
       tta: average over rotations/flips.
 
     Returns:
@@ -90,19 +104,26 @@ def predict(
     run = (lambda a: _with_tta(net, params, a)) if tta else (lambda a: net(params, a))
     if tile_size is None or all(tile_size >= n for n in x.shape):
         return np.asarray(run(jnp.asarray(x, jnp.float32)), dtype=np.float32)
-    tiles = [min(tile_size, n) for n in x.shape]
-    overlaps = [min(overlap, t // 2) for t in tiles]
-    per_axis = [tile_starts(n, t, o) for n, t, o in zip(x.shape, tiles, overlaps, strict=True)]
-    acc = np.zeros(x.shape, dtype=np.float64)
-    weight = np.zeros(x.shape, dtype=np.float64)
-    for starts in itertools.product(*per_axis):
-        window = tuple(slice(s, s + t) for s, t in zip(starts, tiles, strict=True))
-        out = np.asarray(run(jnp.asarray(x[window], jnp.float32)), dtype=np.float64)
-        w = np.ones(tiles)
-        for axis, (s, t, o, n) in enumerate(zip(starts, tiles, overlaps, x.shape, strict=True)):
+    halo = -(-halo // multiple) * multiple
+    window = max(tile_size // multiple * multiple, 2 * halo + blend + multiple)
+    # Mirror-pad the end to the size multiple, as whole-image inference does, so every
+    # window starts on the pooling grid.
+    padded = np.pad(x, [(0, (-n) % multiple) for n in x.shape], mode="symmetric")
+    per_axis = [_windows(n, multiple, window, halo, blend) for n in padded.shape]
+    out = np.zeros(padded.shape, dtype=np.float64)
+    total = np.zeros(padded.shape, dtype=np.float64)
+    for tiles in itertools.product(*per_axis):
+        win = tuple(
+            slice(w0, w0 + min(window, n)) for (w0, *_), n in zip(tiles, padded.shape, strict=True)
+        )
+        pred = np.asarray(run(jnp.asarray(padded[win], jnp.float32)), dtype=np.float64)
+        core = tuple(slice(c0 - w0, c1 - w0) for w0, c0, c1, _ in tiles)
+        weight = np.ones([c1 - c0 for _, c0, c1, _ in tiles])
+        for axis, (*_, w) in enumerate(tiles):
             shape = [1] * x.ndim
-            shape[axis] = t
-            w = w * blend_window(t, o, at_start=s == 0, at_end=s + t == n).reshape(shape)
-        acc[window] += w * out
-        weight[window] += w
-    return (acc / weight).astype(np.float32)
+            shape[axis] = len(w)
+            weight = weight * w.reshape(shape)
+        target = tuple(slice(c0, c1) for _, c0, c1, _ in tiles)
+        out[target] += weight * pred[core]
+        total[target] += weight
+    return (out / total)[tuple(slice(0, n) for n in x.shape)].astype(np.float32)

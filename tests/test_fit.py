@@ -1,0 +1,224 @@
+"""fit / deconvolve / save-load: smoke, reproducibility, no recompilation, quality, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import jdeconv
+from jdeconv import Config
+from jdeconv.forward import make_forward
+from jdeconv.losses import make_loss
+from jdeconv.predict import make_predictor, predict
+from jdeconv.psf import gaussian_psf
+from jdeconv.train import TrainState, make_optimizer, make_train_step, sample_patch
+from jdeconv.unet import UNet, UNetConfig
+
+TINY = dict(steps=3, batch_size=2, patch_size=16, patch_size_z=16, base_channels=8, depth=2)
+
+
+def _noisy(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.random(shape) * 100 + 50).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fit2d():
+    cfg = Config.preset("noise2same_d", validate_every=1, **TINY)
+    return jdeconv.fit(_noisy((32, 32)), gaussian_psf((5, 5), 1.0), cfg, verbose=False)
+
+
+def test_smoke_2d(fit2d):
+    r = fit2d
+    assert r.deconvolved.shape == (32, 32) and r.deconvolved.dtype == np.float32
+    assert r.reconvolved.shape == (32, 32)
+    assert np.all(np.isfinite(r.deconvolved))
+    # Output is in the input's intensity scale (around 100), not standardised.
+    assert 50 < float(r.deconvolved.mean()) < 150
+    assert {"loss", "rec", "inv_d", "bound_d"} <= set(r.history)
+    assert len(r.history["val_loss"]) == 3 and 1 <= r.best_step <= 3
+    assert r.timings["steps"] == 3 and r.timings["compile"] > 0
+
+
+def test_smoke_3d():
+    cfg = Config.preset("noise2same", validate_every=1, **TINY)
+    r = jdeconv.fit(_noisy((16, 16, 16)), gaussian_psf((3, 3, 3), 0.8), cfg, verbose=False)
+    assert r.deconvolved.shape == (16, 16, 16) and np.all(np.isfinite(r.deconvolved))
+    assert r.model.ndim == 3
+
+
+def test_same_seed_same_result_and_other_seed_differs():
+    cfg = Config.preset("noise2self", seed=3, tta=False, **TINY)
+    img, psf = _noisy((32, 32), 1), gaussian_psf((3, 3), 0.7)
+    a = jdeconv.fit(img, psf, cfg, verbose=False).deconvolved
+    b = jdeconv.fit(img, psf, cfg, verbose=False).deconvolved
+    c = jdeconv.fit(img, psf, cfg.replace(seed=4), verbose=False).deconvolved
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_train_step_does_not_recompile_and_donates_state():
+    cfg = Config.preset("noise2same", **TINY)
+    model = UNet(cfg.unet(2), rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = make_optimizer(cfg)
+    g = make_forward(gaussian_psf((3, 3), 1.0), cfg.patch_shape(2))
+    step = make_train_step(
+        graphdef, make_loss("noise2same"), g, tx, cfg, key=jax.random.key(0), bounds=(-3.0, 3.0)
+    )
+    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    image = jnp.asarray(np.random.default_rng(0).normal(size=(32, 32)), jnp.float32)
+    old_leaf = jax.tree.leaves(state.params)[0]
+    state, m1 = step(state, image)
+    assert old_leaf.is_deleted()  # the carried state was donated
+    state, m2 = step(state, image)
+    assert step._cache_size() == 1
+    assert int(state.step) == 2
+    assert np.isfinite(float(m1["loss"])) and np.isfinite(float(m2["loss"]))
+
+
+def test_patch_sampling_and_augmentation_preserve_content():
+    image = jnp.arange(20 * 24, dtype=jnp.float32).reshape(20, 24)
+    keys = jax.random.split(jax.random.key(0), 64)
+    patches = jax.vmap(lambda k: sample_patch(k, image, (8, 8)))(keys)
+    assert patches.shape == (64, 8, 8)
+    values = set(np.asarray(image).ravel().tolist())
+    # Every patch is a rotated/flipped crop: its values come from the image and its
+    # sorted values equal those of some crop.
+    for p in np.asarray(patches[:8]):
+        assert set(p.ravel().tolist()) <= values
+        lo = p.min()
+        r, c = divmod(int(lo), 24)
+        crop = np.asarray(image[r : r + 8, c : c + 8])
+        np.testing.assert_array_equal(np.sort(p.ravel()), np.sort(crop.ravel()))
+    # The augmentation is used: not all patches share the orientation of a plain crop.
+    plain = [
+        np.all(np.diff(p, axis=1) == 1) and np.all(np.diff(p, axis=0) == 24)
+        for p in np.asarray(patches)
+    ]
+    assert 0 < sum(plain) < 64
+    vol = jnp.arange(6 * 10 * 10, dtype=jnp.float32).reshape(6, 10, 10)
+    p3 = sample_patch(jax.random.key(1), vol, (4, 6, 6))
+    assert p3.shape == (4, 6, 6)
+
+
+@pytest.mark.parametrize("shape,tile", [((100, 150), 96), ((75, 131), 64), ((20, 70, 52), 48)])
+def test_tiled_matches_whole(shape, tile):
+    cfg = UNetConfig(ndim=len(shape), depth=2, base_channels=8, norm="none")
+    graphdef, params = nnx.split(UNet(cfg, rngs=nnx.Rngs(0)), nnx.Param)
+    net = make_predictor(graphdef)
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    whole = predict(net, params, x)
+    tiled = predict(net, params, x, multiple=4, tile_size=tile, halo=24, blend=8)
+    assert np.abs(tiled - whole).max() <= 1e-3 * np.abs(whole).max()
+
+
+def test_tiled_blending_without_enough_halo_is_smooth():
+    # With too little context tiles disagree at their edges; blending keeps the error small
+    # and there is still exactly one value per pixel.
+    cfg = UNetConfig(ndim=2, depth=2, base_channels=8, norm="none")
+    graphdef, params = nnx.split(UNet(cfg, rngs=nnx.Rngs(1)), nnx.Param)
+    net = make_predictor(graphdef)
+    x = np.random.default_rng(1).normal(size=(90, 90)).astype(np.float32)
+    whole = predict(net, params, x)
+    tiled = predict(net, params, x, multiple=4, tile_size=40, halo=4, blend=8)
+    assert tiled.shape == whole.shape and np.all(np.isfinite(tiled))
+    assert np.abs(tiled - whole).mean() < 0.1 * np.abs(whole).mean()
+
+
+def test_save_load_round_trip(fit2d, tmp_path):
+    path = jdeconv.save_model(fit2d.model, tmp_path / "model")
+    loaded = jdeconv.load_model(path)
+    assert loaded.config == fit2d.model.config and loaded.ndim == 2
+    img = _noisy((32, 32), 5)
+    np.testing.assert_allclose(
+        jdeconv.deconvolve(img, loaded), jdeconv.deconvolve(img, fit2d.model), rtol=1e-6
+    )
+    # Applies to an image of another size too.
+    assert jdeconv.deconvolve(_noisy((40, 36)), loaded).shape == (40, 36)
+    assert not list(tmp_path.glob("model/*.tmp"))
+
+
+def test_load_incompatible_model(fit2d, tmp_path):
+    import json
+
+    path = jdeconv.save_model(fit2d.model, tmp_path / "m")
+    with pytest.raises(ValueError, match="not a jdeconv model"):
+        jdeconv.load_model(tmp_path)
+    meta = json.loads((path / "config.json").read_text())
+    meta["config"]["base_channels"] = 16
+    (path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="does not match"):
+        jdeconv.load_model(path)
+    meta["format"] = 99
+    (path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format 99"):
+        jdeconv.load_model(path)
+
+
+def test_deconvolve_rank_mismatch(fit2d):
+    with pytest.raises(ValueError, match="2D but the image is 3D"):
+        jdeconv.deconvolve(_noisy((8, 16, 16)), fit2d.model)
+
+
+@pytest.mark.parametrize(
+    "image,psf,match",
+    [
+        (_noisy((4, 32, 32)), gaussian_psf((3, 3), 1.0), "rank"),
+        (np.zeros(32), gaussian_psf((3, 3), 1.0), "2D"),
+        (np.zeros((2, 2, 32, 32)), gaussian_psf((3, 3), 1.0), "2D"),
+        (np.ones((32, 32)), gaussian_psf((3, 3), 1.0), "constant"),
+        (np.full((32, 32), np.nan), gaussian_psf((3, 3), 1.0), "NaN"),
+        (np.zeros((0, 32)), gaussian_psf((3, 3), 1.0), "empty"),
+        (np.zeros((32, 32), bool), gaussian_psf((3, 3), 1.0), "dtype"),
+        (_noisy((32, 32)), gaussian_psf((3, 3, 3), 1.0), "rank"),
+        (_noisy((32, 32)), np.ones((3, 3)), "normalize"),
+        (_noisy((3, 40)), gaussian_psf((3, 3), 1.0), "minimum patch"),
+        (_noisy((16, 16)), gaussian_psf((17, 17), 3.0), "larger than the image"),
+    ],
+)
+def test_bad_input_rejected_before_compiling(image, psf, match):
+    with pytest.raises(ValueError, match=match):
+        jdeconv.fit(image, psf, Config.preset("noise2self", **TINY), verbose=False)
+
+
+def test_integer_images_are_accepted():
+    img = (np.random.default_rng(0).random((32, 32)) * 4e9).astype(np.uint32)
+    r = jdeconv.fit(
+        img, gaussian_psf((3, 3), 1.0), Config.preset("noise2self", **TINY), verbose=False
+    )
+    assert r.deconvolved.dtype == np.float32 and 0 < r.deconvolved.mean() < 5e9
+
+
+def test_small_image_adapts_patch_with_warning():
+    with pytest.warns(UserWarning, match="smaller than the patch"):
+        r = jdeconv.fit(
+            _noisy((24, 40)),
+            gaussian_psf((3, 3), 1.0),
+            Config.preset(
+                "noise2self", steps=2, batch_size=2, patch_size=32, depth=2, base_channels=8
+            ),
+            verbose=False,
+        )
+    assert r.model.config.patch_size == 24  # the largest multiple of 2**depth that fits
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown preset"):
+        Config.preset("noise3self")
+    with pytest.raises(ValueError, match="unknown Config fields"):
+        Config.preset("noise2self", stepz=3)
+    with pytest.raises(ValueError, match="steps"):
+        Config.preset("noise2self", steps=0)
+    with pytest.raises(ValueError, match="multiples"):
+        Config.preset("noise2self", patch_size=50)
+    with pytest.raises(ValueError, match="schedule"):
+        Config(schedule="linear")
+    with pytest.raises(ValueError, match="unknown loss terms"):
+        Config(loss_weights={"bsp": 1.0, "xyz": 1.0})
+    cfg = Config.preset("noise2same_d", steps=500, seed=0)
+    assert cfg.steps == 500 and cfg.name == "noise2same_d"
+    assert dict(cfg.loss_weights) == {"rec": 1.0, "inv_d": 2.0, "bound_d": 0.1}
+    assert Config.from_dict(cfg.to_dict()) == cfg
+    hash(cfg)
