@@ -40,22 +40,34 @@ METHODS = ("fft", "direct", "auto")
 PADDINGS = ("reflect", "zero", "periodic")
 _JNP_PAD_MODE = {"zero": "constant", "reflect": "symmetric", "periodic": "wrap"}
 
-# Direct convolution costs ~prod(k) multiply-adds per pixel, FFT ~log(N) per pixel with a
-# large constant. Crossover kernel sizes measured by benchmarks/convolution.py on CPU
-# (see benchmarks/results/convolution-cpu.md): FFT is faster from these kernel volumes on.
-_AUTO_FFT_MIN_KERNEL_VOLUME = {2: 7 * 7, 3: 3 * 3 * 3}
+# FFT is used from these kernel volumes (prod(psf.shape)) on, per backend and rank.
+# CPU: measured by benchmarks/convolution.py (benchmarks/results/convolution-cpu.md).
+# XLA's CPU convolution of a single-channel image is so slow (and worse in 3D) that FFT
+# wins from 3x3 / 3x3x3 on at every image size measured (256^2, 1024^2 and 64x128x128 in
+# the committed results; 16^2-128^2 and 8x16x16-32x64x64 in smaller runs), forward and
+# backward (by 5-9x at 3x3 and 50-170x at 3x3x3, growing with the kernel); only a
+# 1-pixel kernel is faster direct.
+# Other backends (GPU, TPU): not measured here yet; we follow Papkov et al. 2023's GPU
+# advice (FFT above N=25 in 2D and N=9 in 3D) until benchmarks/convolution.py is run there.
+_AUTO_FFT_MIN_KERNEL_VOLUME = {
+    "cpu": {2: 2, 3: 2},
+    "default": {2: 25**2 + 1, 3: 9**3 + 1},
+}
 
 
 def auto_method(psf_shape, image_shape) -> str:
     """The method ``method="auto"`` picks for a PSF and image shape ("fft" or "direct").
 
-    The rule is a kernel-volume threshold per dimensionality, calibrated from
-    ``benchmarks/convolution.py`` on CPU.
+    FFT from a kernel volume threshold per backend (``jax.default_backend()``) and rank on.
+    CPU (measured): FFT for every PSF larger than one pixel. GPU/TPU (Papkov et al. 2023's
+    advice, not yet measured here): FFT above 25x25 in 2D and 9x9x9 in 3D, by volume.
     """
-    del image_shape  # The crossover depends on kernel size far more than on image size.
-    ndim = len(psf_shape)
+    del image_shape  # Measured on CPU: the crossover does not move with the image size.
+    table = _AUTO_FFT_MIN_KERNEL_VOLUME.get(
+        jax.default_backend(), _AUTO_FFT_MIN_KERNEL_VOLUME["default"]
+    )
     volume = math.prod(psf_shape)
-    return "fft" if volume >= _AUTO_FFT_MIN_KERNEL_VOLUME.get(ndim, 1) else "direct"
+    return "fft" if volume >= table.get(len(psf_shape), 1) else "direct"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
