@@ -13,8 +13,8 @@ Public API (see README.md):
 __version__ = "0.1.0"
 
 from . import losses, masks, metrics, psf, simulate, unet
-from .classic import richardson_lucy
 from .api import FitResult, FittedModel, deconvolve, fit, load_model, save_model
+from .classic import richardson_lucy
 from .config import Config
 from .forward import ForwardModel, make_forward
 

@@ -256,16 +256,17 @@ def fit(
         window = _centre_window(x.shape, _VALIDATION_REGION[ndim])
         region = tuple(s.stop - s.start for s in window)
         g_region = make_forward(psf, region, method=cfg.forward_method, padding=cfg.padding)
-        validate_fn = make_validation_fn(graphdef, g_region)
-        val_args = (x_train[window], x_dev[window], held_out[window])
+        index = np.nonzero(np.asarray(held_out[window]))
+        validate_fn = make_validation_fn(graphdef, g_region, index)
+        val_args = (x_train[window], x_dev[window])
 
         def validate(p):
-            return float(validate_fn(p, *val_args))
+            return np.asarray(validate_fn(p, *val_args), dtype=np.float64)
 
     compile_s = time.perf_counter() - t0
 
     history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_loss": []}
-    best_val, best_step, best_params, since_best = math.inf, 0, None, 0
+    selector = _ModelSelector(cfg)
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, disable=not verbose, desc="jdeconv fit", unit="step", leave=verbose)
     steps_run = 0
@@ -277,14 +278,11 @@ def fit(
             if validate is not None and (steps_run % cfg.validate_every == 0 or last):
                 metrics = jax.device_get(metrics)
                 _record(history, steps_run, metrics)
-                val = validate(state.params)
+                residuals = validate(state.params)
+                val = float(residuals.mean())
                 history["val_step"].append(steps_run)
                 history["val_loss"].append(val)
-                if val < best_val:
-                    best_val, best_step, since_best = val, steps_run, 0
-                    best_params = jax.tree.map(jnp.copy, state.params)
-                else:
-                    since_best += 1
+                selector.update(steps_run, residuals, state.params)
                 bar.set_postfix(
                     loss=f"{float(metrics['loss']):.4g}", val=f"{val:.4g}", refresh=False
                 )
@@ -300,7 +298,7 @@ def fit(
                             ),
                         )
                     )
-                if stop or (cfg.patience is not None and since_best >= cfg.patience):
+                if stop or selector.should_stop():
                     bar.update(steps_run - bar.n)
                     break
             elif steps_run % 10 == 0 or last or validate is None:
@@ -313,10 +311,11 @@ def fit(
     jax.block_until_ready(state.params)
     train_s = time.perf_counter() - t0
 
-    if cfg.restore_best and best_params is not None:
-        params = best_params
+    if cfg.restore_best and selector.kept_params is not None:
+        params, best_step = selector.kept_params, selector.kept_step
     else:
         params, best_step = state.params, steps_run
+    history["kept_step"] = best_step
     fitted = FittedModel(params=params, config=cfg, ndim=ndim, psf=psf)
 
     t0 = time.perf_counter()
@@ -336,6 +335,41 @@ def fit(
         "seconds_per_step": train_s / max(steps_run, 1),
     }
     return FitResult(deconvolved, reconvolved, fitted, history, best_step, timings)
+
+
+class _ModelSelector:
+    """Which parameters to keep, from held-out blind-spot residuals (paired comparisons).
+
+    The blind-spot loss is measured after the PSF, which hides much of what changes in the
+    deconvolved image, and on a few thousand pixels it is noisy: its minimum is often an
+    early model by chance. So a later model is kept unless it is significantly worse than
+    the best so far (a paired z-test on the per-pixel residuals, z > ``selection_z``), and
+    training stops after ``patience`` significantly worse evaluations in a row.
+    """
+
+    def __init__(self, cfg: Config):
+        self.z = cfg.selection_z
+        self.patience = cfg.patience
+        self.best = None  # residuals of the lowest-mean model so far
+        self.kept_params, self.kept_step, self.worse = None, 0, 0
+
+    def update(self, step, residuals, params):
+        if self.best is None or residuals.mean() < self.best.mean():
+            self.best = residuals
+            significantly_worse = False
+        else:
+            diff = residuals - self.best
+            se = diff.std(ddof=1) / math.sqrt(diff.size) if diff.size > 1 else 0.0
+            significantly_worse = diff.mean() > self.z * se
+        if significantly_worse:
+            self.worse += 1
+        else:
+            self.worse = 0
+            self.kept_step = step
+            self.kept_params = jax.tree.map(jnp.copy, params)
+
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.worse >= self.patience
 
 
 def _record(history, step, metrics):

@@ -64,8 +64,11 @@ class Config:
       validation_fraction: fraction of pixels held out from training and used to rank
         models by their blind-spot loss (0 disables model selection).
       validate_every: steps between validation evaluations.
-      patience: stop after this many evaluations without improvement (None: never).
-      restore_best: return the parameters with the lowest validation loss.
+      selection_z: a later model is kept unless its held-out residuals are worse than the
+        best model's by more than this many standard errors (paired test).
+      patience: stop after this many significantly worse evaluations in a row (None:
+        never).
+      restore_best: return the kept parameters (see ``selection_z``) instead of the last.
       tta: average the 8 (2D) / 16 (3D) rotations/flips at inference.
       tile_size, tile_halo: tiled inference with windows of ``tile_size`` per axis, each
         with ``tile_halo`` pixels of context around the part it contributes (None: whole
@@ -103,7 +106,8 @@ class Config:
     crop_border: bool = True
     validation_fraction: float = 0.01
     validate_every: int = 25
-    patience: int | None = 12
+    selection_z: float = 2.0
+    patience: int | None = 8
     restore_best: bool = True
     tta: bool = True
     tile_size: int | None = None
@@ -147,6 +151,8 @@ class Config:
             raise ValueError(
                 f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}."
             )
+        if not self.selection_z >= 0:
+            raise ValueError(f"selection_z must be >= 0, got {self.selection_z}.")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 or None, got {self.patience}.")
         if self.tile_size is not None and self.tile_size < 2**self.depth:

@@ -190,20 +190,22 @@ def make_train_step(
     return jax.jit(step, donate_argnums=0)
 
 
-def make_validation_fn(graphdef, forward_full: ForwardModel) -> Callable:
-    """Blind-spot loss on held-out pixels: ``val(params, image_in, image, held_out)``.
+def make_validation_fn(graphdef, forward_full: ForwardModel, held_out_index) -> Callable:
+    """Blind-spot residuals on held-out pixels: ``val(params, image_in, image)``.
 
-    ``image_in`` is the training image (held-out pixels replaced, so the network never sees
-    them), ``image`` the original standardised image. By Noise2Self's argument, the
-    expected value is the error against the noise-free blurred image plus the noise
-    variance, so it ranks models without ground truth.
+    Returns the squared residuals ``(g(f(image_in)) - image)**2`` at ``held_out_index``
+    (a tuple of index arrays, as from ``np.nonzero``). ``image_in`` is the training image
+    with the held-out pixels replaced, so the network never sees them; ``image`` is the
+    original standardised image. By Noise2Self's argument the mean is the error against
+    the noise-free blurred image plus the noise variance, so it ranks models without
+    ground truth; keeping per-pixel values allows paired comparisons between models.
     """
+    index = tuple(jnp.asarray(i) for i in held_out_index)
 
     @jax.jit
-    def validate(params, image_in, image, held_out):
+    def validate(params, image_in, image):
         deconvolved = apply_network(graphdef, params, image_in[None])[0]
         reconvolved = forward_full(deconvolved)
-        w = held_out.astype(image.dtype)
-        return jnp.sum(w * (reconvolved - image) ** 2) / jnp.maximum(jnp.sum(w), 1.0)
+        return ((reconvolved - image) ** 2)[index]
 
     return validate

@@ -222,3 +222,24 @@ def test_config_validation():
     assert dict(cfg.loss_weights) == {"rec": 1.0, "inv_d": 2.0, "bound_d": 0.1}
     assert Config.from_dict(cfg.to_dict()) == cfg
     hash(cfg)
+
+
+def test_model_selector_keeps_later_models_unless_significantly_worse():
+    from jdeconv.api import _ModelSelector
+
+    rng = np.random.default_rng(0)
+    base = rng.exponential(1.0, 5000)
+    sel = _ModelSelector(Config.preset("noise2self", patience=2, selection_z=2.0))
+    sel.update(100, base, {"w": jnp.ones(1)})
+    # Slightly worse by chance (paired noise, no real change): still kept, as the later one.
+    sel.update(200, base + rng.normal(0, 0.01, base.size) + 0.0001, {"w": jnp.full(1, 2.0)})
+    assert sel.kept_step == 200 and not sel.should_stop()
+    # Clearly worse (overfitting): the earlier model stays, and two in a row stop training.
+    sel.update(300, base * 1.2, {"w": jnp.full(1, 3.0)})
+    assert sel.kept_step == 200 and not sel.should_stop()
+    sel.update(400, base * 1.3, {"w": jnp.full(1, 4.0)})
+    assert sel.kept_step == 200 and sel.should_stop()
+    assert float(sel.kept_params["w"][0]) == 2.0
+    # A new best resets the count.
+    sel.update(500, base * 0.9, {"w": jnp.full(1, 5.0)})
+    assert sel.kept_step == 500 and not sel.should_stop()
