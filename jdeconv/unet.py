@@ -35,6 +35,10 @@ class UNetConfig:
       groups: GroupNorm groups (must divide the channel counts).
       residual: residual blocks (a 1×1 projection on the skip when channels change).
       negative_slope: LeakyReLU slope.
+      conv3d: how 3×3×3 convolutions run: "stacked" (the three z-shifted slabs stacked on
+        the channel axis, then one 2D convolution: 3–4× faster forward+backward than XLA's
+        3D convolution on CPU, see benchmarks/results/train_step-cpu.md) or "native"
+        (``lax.conv_general_dilated`` in 3D). Same parameters, same result.
     """
 
     ndim: int = 2
@@ -44,6 +48,7 @@ class UNetConfig:
     groups: int = 8
     residual: bool = True
     negative_slope: float = 0.1
+    conv3d: str = "stacked"
 
     def __post_init__(self):
         if self.ndim not in (2, 3):
@@ -52,6 +57,8 @@ class UNetConfig:
             raise ValueError(f"UNet depth must be between 1 and 6, got {self.depth}.")
         if self.base_channels < 1:
             raise ValueError(f"base_channels must be positive, got {self.base_channels}.")
+        if self.conv3d not in ("stacked", "native"):
+            raise ValueError(f"conv3d must be 'stacked' or 'native', got {self.conv3d!r}.")
         if self.norm not in ("group", "none"):
             raise ValueError(f"norm must be 'group' or 'none', got {self.norm!r}.")
         if self.norm == "group" and self.base_channels % self.groups:
@@ -66,11 +73,44 @@ class UNetConfig:
         return 2**self.depth
 
 
+class _StackedConv3d(nnx.Module):
+    """3×3×3 'SAME' convolution computed as one 2D convolution over z-stacked slabs.
+
+    ``out[z] = sum_dz conv2d(x[z + dz - 1], w[dz])``: the three shifted slabs are
+    concatenated on the channel axis and convolved with the kernel reshaped to
+    ``(3, 3, 3·Cin, Cout)``. Parameters have the layout of ``nnx.Conv`` (DHWIO).
+    """
+
+    def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs):
+        init = nnx.initializers.lecun_normal()
+        self.kernel = nnx.Param(init(rngs.params(), (3, 3, 3, cin, cout)))
+        self.bias = nnx.Param(jnp.zeros((cout,)))
+
+    def __call__(self, x):
+        b, z, y, w, c = x.shape
+        padded = jnp.pad(x, ((0, 0), (1, 1), (0, 0), (0, 0), (0, 0)))
+        slabs = jnp.concatenate([padded[:, dz : dz + z] for dz in range(3)], axis=-1)
+        kernel = jnp.transpose(self.kernel[...], (1, 2, 0, 3, 4)).reshape(3, 3, 3 * c, -1)
+        out = jax.lax.conv_general_dilated(
+            slabs.reshape(b * z, y, w, 3 * c),
+            kernel,
+            (1, 1),
+            "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return out.reshape(b, z, y, w, -1) + self.bias[...]
+
+
+def _conv3(cin: int, cout: int, cfg: UNetConfig, rngs: nnx.Rngs):
+    if cfg.ndim == 3 and cfg.conv3d == "stacked":
+        return _StackedConv3d(cin, cout, rngs=rngs)
+    return nnx.Conv(cin, cout, (3,) * cfg.ndim, rngs=rngs)
+
+
 class _Block(nnx.Module):
     def __init__(self, cin: int, cout: int, cfg: UNetConfig, *, rngs: nnx.Rngs):
-        k = (3,) * cfg.ndim
-        self.conv1 = nnx.Conv(cin, cout, k, rngs=rngs)
-        self.conv2 = nnx.Conv(cout, cout, k, rngs=rngs)
+        self.conv1 = _conv3(cin, cout, cfg, rngs)
+        self.conv2 = _conv3(cout, cout, cfg, rngs)
         group = cfg.norm == "group"
         self.norm1 = nnx.GroupNorm(cout, num_groups=cfg.groups, rngs=rngs) if group else None
         self.norm2 = nnx.GroupNorm(cout, num_groups=cfg.groups, rngs=rngs) if group else None
@@ -119,9 +159,8 @@ class UNet(nnx.Module):
             ]
         )
         self.bottom = _Block(chans[-2], chans[-1], cfg, rngs=rngs)
-        k = (3,) * cfg.ndim
         self.ups = nnx.List(
-            [nnx.Conv(chans[i + 1], chans[i], k, rngs=rngs) for i in reversed(range(cfg.depth))]
+            [_conv3(chans[i + 1], chans[i], cfg, rngs) for i in reversed(range(cfg.depth))]
         )
         self.decoders = nnx.List(
             [_Block(2 * chans[i], chans[i], cfg, rngs=rngs) for i in reversed(range(cfg.depth))]
