@@ -19,7 +19,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from . import __version__
-from .config import Config, default_preset
+from .config import Config
 from .forward import make_forward
 from .losses import make_loss
 from .masks import bernoulli_mask, replace_masked
@@ -189,7 +189,7 @@ def fit(
       image: 2D (YX) or 3D (ZYX) array, any real dtype.
       psf: PSF of the same rank, odd-sized and centred; it must sum to 1 unless
         ``normalize_psf``.
-      cfg: a :class:`Config`; None uses ``Config.preset(default_preset(image.ndim))``.
+      cfg: a :class:`Config`; None uses ``Config.default(image.ndim)``.
       verbose: show a progress bar with the loss and validation loss.
       normalize_psf: divide the PSF by its sum instead of raising.
       callback: optional ``callback(step, val_loss, deconvolve_fn)`` called after every
@@ -220,7 +220,7 @@ def fit(
             f"PSF shape {psf.shape} is larger than the image {arr.shape}; crop the PSF."
         )
     if cfg is None:
-        cfg = Config.preset(default_preset(ndim))
+        cfg = Config.default(ndim)
     if not isinstance(cfg, Config):
         raise ValueError(f"cfg must be a jdeconv.Config or None, got {type(cfg).__name__}.")
     cfg = _adapt_patch(cfg, arr.shape, psf.shape)

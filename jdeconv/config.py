@@ -34,6 +34,11 @@ def default_preset(ndim: int) -> str:
     return "noise2self" if ndim == 2 else "noise2same"
 
 
+# Settings of the default 3D config that differ from the 2D one: smaller batches so a
+# step stays within seconds on a laptop CPU (benchmarks/results/train_step-cpu.md).
+_DEFAULT_3D = {"batch_size": 4, "patch_size": 64, "patch_size_z": 32}
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Settings of :func:`jdeconv.fit`.
@@ -183,6 +188,20 @@ class Config:
         settings.update(_PRESET_SETTINGS[name])
         settings.update(overrides)
         return cls(**settings)
+
+    @classmethod
+    def default(cls, ndim: int, **overrides) -> Config:
+        """The config ``fit`` uses when given none: the best preset for ``ndim`` (2 or 3).
+
+        Example:
+          >>> Config.default(3).name
+          'noise2same'
+        """
+        if ndim not in (2, 3):
+            raise ValueError(f"ndim must be 2 or 3, got {ndim}.")
+        settings = dict(_DEFAULT_3D) if ndim == 3 else {}
+        settings.update(overrides)
+        return cls.preset(default_preset(ndim), **settings)
 
     def replace(self, **changes) -> Config:
         """A copy with some fields changed (validated again)."""
