@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
     history = result.history
     print(
         f"final terms: bsp {history['bsp'][-1]:.4g}, tv {history['tv'][-1]:.4g} "
-        f"(total {history['loss'][-1]:.4g}); best step {result.best_step}"
+        f"(total {history['loss'][-1]:.4g}); kept step {result.best_step}"
     )
     scores = {
         "input": psnr(clean, noisy, data_range=1.0),

@@ -100,7 +100,7 @@ def main(argv=None) -> dict:
     t = result.timings
     print(
         f"trained in {t['total']:.1f} s (compile {t['compile']:.1f} s, {t['steps']} steps, "
-        f"best step {result.best_step})"
+        f"kept step {result.best_step})"
     )
     print(f"input       {score(clean, noisy)}")
     print(f"deconvolved {score(clean, result.deconvolved)}")

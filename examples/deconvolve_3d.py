@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     t = result.timings
     print(
         f"trained in {t['total']:.1f} s (compile {t['compile']:.1f} s, "
-        f"{t['seconds_per_step']:.2f} s/step, best step {result.best_step})"
+        f"{t['seconds_per_step']:.2f} s/step, kept step {result.best_step})"
     )
     scores = {}
     for name, volume in (("input", noisy), ("deconvolved", result.deconvolved)):

@@ -715,16 +715,22 @@ def _make_config(args, ndim: int):
         raise InputError(f"invalid training settings: {err}") from err
 
 
-def _loss_summary(history: dict) -> str:
-    skip = {"step", "loss", "val_step", "val_loss"}
-    if not history.get("loss"):
+def _loss_summary(history: dict, cfg) -> str:
+    """Last total loss, its terms (those of ``cfg.loss_weights``) and the validation loss."""
+    losses = history.get("loss") or []
+    if not losses:
         return "no losses recorded"
-    terms = [f"{k} {v[-1]:.4g}" for k, v in history.items() if k not in skip and v]
-    text = f"final loss {history['loss'][-1]:.4g}"
+    terms = [
+        f"{name} {history[name][-1]:.4g}"
+        for name, _ in cfg.loss_weights
+        if isinstance(history.get(name), list) and history[name]
+    ]
+    text = f"final loss {losses[-1]:.4g}"
     if terms:
         text += f" ({', '.join(terms)})"
-    if history.get("val_loss"):
-        text += f", validation {history['val_loss'][-1]:.4g} (best {min(history['val_loss']):.4g})"
+    validation = history.get("val_loss") or []
+    if validation:
+        text += f", validation {validation[-1]:.4g} (best {min(validation):.4g})"
     return text
 
 
@@ -769,12 +775,13 @@ def _cmd_deconvolve(args) -> int:
             save_model(result.model, model_dirs[i])
             saved = f"; model saved to {model_dirs[i]}"
         t = result.timings
+        losses = _loss_summary(result.history, result.model.config)
         if not args.quiet:
             print(
                 f"{path} -> {out}: {_shape_text(image.shape)} in {t['total']:.1f} s "
                 f"(compile {t['compile']:.1f} s, {t['steps']} steps at "
-                f"{t['seconds_per_step']:.3g} s/step); {_loss_summary(result.history)}; "
-                f"best step {result.best_step}{saved}",
+                f"{t['seconds_per_step']:.3g} s/step); {losses}; "
+                f"kept step {result.best_step}{saved}",
                 flush=True,
             )
     return EXIT_OK

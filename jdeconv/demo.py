@@ -126,7 +126,7 @@ def run_demo(
         ("Richardson-Lucy (oracle)", f"n={best_n}", *scores(path[best_n]), rl_seconds),
         (
             f"jdeconv ({result.model.config.name})",
-            f"{t['steps']} steps, best {result.best_step}",
+            f"{t['steps']} steps, kept step {result.best_step}",
             *scores(result.deconvolved),
             t["total"],
         ),

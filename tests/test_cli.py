@@ -110,7 +110,7 @@ def test_deconvolve_writes_float32_with_metadata_and_a_summary(data, trained):
     summary = [line for line in stdout.splitlines() if line.strip()]
     assert len(summary) == 1
     line = summary[0]
-    for fragment in ("cells.tif ->", "cells_deconv.tif", "final loss", "best step", "compile"):
+    for fragment in ("cells.tif ->", "cells_deconv.tif", "final loss", "kept step", "compile"):
         assert fragment in line, line
     assert sorted(p.name for p in trained["model"].iterdir()) == [
         "config.json",
