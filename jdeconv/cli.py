@@ -703,13 +703,16 @@ def _with_tile(cfg, tile):
 
 def _make_config(args, ndim: int):
     """The Config for a ``ndim``-D image from the CLI options, or None for fit's default."""
-    from .config import Config, default_preset
+    from .config import Config
 
     overrides = _config_overrides(args)
     if args.preset is None and not overrides and args.tile is None:
         return None
     try:
-        cfg = Config.preset(args.preset or default_preset(ndim), **overrides)
+        if args.preset is None:  # fit's default for this dimensionality, with the changes
+            cfg = Config.default(ndim, **overrides)
+        else:
+            cfg = Config.preset(args.preset, **overrides)
         return _with_tile(cfg, args.tile)
     except ValueError as err:
         raise InputError(f"invalid training settings: {err}") from err

@@ -81,7 +81,7 @@ def run_demo(
 
     from .api import fit
     from .classic import richardson_lucy_path
-    from .config import Config, default_preset
+    from .config import Config
     from .io import ImageMetadata, write_image
     from .metrics import psnr, ssim
     from .psf import gibson_lanni_psf
@@ -111,12 +111,11 @@ def run_demo(
     )
 
     if steps is None and not quick:
-        cfg = None
-        preset = default_preset(2)
+        cfg = None  # fit's defaults
     else:
-        preset = default_preset(2)
         extra = {"patch_size": 32, "batch_size": 4} if quick else {}
-        cfg = Config.preset(preset, seed=seed, **({"steps": steps} if steps else {}), **extra)
+        cfg = Config.default(2, seed=seed, **({"steps": steps} if steps else {}), **extra)
+    preset = (cfg or Config.default(2)).name
     say(f"jdeconv: fitting the {preset} preset to the noisy image (no ground truth) ...")
     result = fit(noisy, psf, cfg, verbose=verbose)
     t = result.timings

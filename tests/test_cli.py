@@ -501,3 +501,19 @@ def test_demo_quick(tmp_path):
         assert row in table
     truth, _ = read_image(out / "ground_truth.tif")
     assert truth.shape == (48, 48) and truth.min() == 0 and truth.max() == 1
+
+
+def test_training_options_keep_fits_defaults_for_the_dimensionality():
+    from jdeconv.config import Config
+
+    parser = cli.build_parser()
+
+    def config(*options, ndim):
+        args = parser.parse_args(["deconvolve", "x.tif", "--psf", "p.tif", "-o", "y.tif", *options])
+        return cli._make_config(args, ndim)
+
+    assert config(ndim=3) is None  # fit(cfg=None)
+    assert config("--steps", "5", ndim=3) == Config.default(3, steps=5)
+    assert config("--steps", "5", "--seed", "2", ndim=2) == Config.default(2, steps=5, seed=2)
+    cfg = config("--preset", "noise2same_d", "--tile", "64", "--no-tta", ndim=2)
+    assert cfg == Config.preset("noise2same_d", tta=False, tile_size=64)
