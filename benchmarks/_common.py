@@ -1,0 +1,425 @@
+"""Shared pieces of the paper benchmarks: paper_2d.py, paper_3d.py and model_selection.py.
+
+Scoring (PSNR, SSIM, MI, SMI, RMSE against the ground truth), the Richardson-Lucy
+baselines with the ground-truth "oracle" iteration count, one timed ``jdeconv.fit`` per
+preset, ``--set key=value`` config overrides, machine/library metadata, atomic writes and
+Markdown formatting. Not a public module: the scripts import it from their own folder.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # Run as a script from a checkout without installing.
+    sys.path.insert(0, str(ROOT))
+
+import flax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import jaxlib  # noqa: E402
+import optax  # noqa: E402
+
+import jdeconv  # noqa: E402
+from jdeconv import Config  # noqa: E402
+from jdeconv.classic import make_richardson_lucy  # noqa: E402
+from jdeconv.metrics import (  # noqa: E402
+    mutual_information,
+    psnr,
+    rmse,
+    spectral_mutual_information,
+    ssim,
+)
+from jdeconv.psf import validate_psf  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+DEFAULT_OUT = ROOT / "benchmarks" / "results"
+PRESETS = ("noise2self", "noise2same", "noise2same_d")
+RL_COUNTS = (2, 5, 10, 20)
+# Intensity range of the ground truth (min-max normalised): PSNR and SSIM use 1, not the
+# 2 of the SSI code (DESIGN.md §3).
+DATA_RANGE = 1.0
+METRICS = ("psnr", "psnr_border", "ssim", "mi", "smi", "rmse")
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _parse_value(text: str):
+    low = text.strip().lower()
+    if low in ("none", "null"):
+        return None
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare word: a string setting such as schedule=step
+
+
+def parse_overrides(items: Iterable[str] | None) -> dict:
+    """``["steps=500", "schedule=step", "tta=false"]`` -> Config overrides.
+
+    Values are Python literals (numbers, True/False/None, tuples, dicts) or bare strings;
+    unknown field names raise ``SystemExit`` with the valid names.
+    """
+    fields = {f.name for f in dataclasses.fields(Config)}
+    out = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise SystemExit(f"--set expects key=value, got {item!r}")
+        if key not in fields:
+            raise SystemExit(f"--set: unknown Config field {key!r}; valid: {sorted(fields)}")
+        out[key] = _parse_value(value)
+    return out
+
+
+def check_presets(names: Sequence[str]) -> list[str]:
+    names = list(dict.fromkeys(names))
+    unknown = [n for n in names if n not in PRESETS]
+    if unknown:
+        raise SystemExit(f"--methods: unknown presets {unknown}; choose from {list(PRESETS)}")
+    return names
+
+
+def output_stem(out: Path, name: str, tag: str | None) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    return out / (f"{name}-{tag}" if tag else name)
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def _git(*args) -> str | None:
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def machine_info() -> dict:
+    """Device, CPU, library versions, git commit, load and date of this run."""
+    dev = jax.devices()[0]
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    dirty = _git("status", "--porcelain", "--", "jdeconv")
+    return {
+        "platform": dev.platform,
+        "device": str(dev),
+        "device_kind": dev.device_kind,
+        "device_count": jax.device_count(),
+        "hostname": platform.node(),
+        "processor": platform.processor(),
+        "cpu_model": _cpu_model(),
+        "uname": platform.uname()._asdict(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "load_average_at_start": load,
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+        "jdeconv": jdeconv.__version__,
+        "git_commit": _git("rev-parse", "HEAD"),
+        "jdeconv_uncommitted_changes": None if dirty is None else bool(dirty),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+def machine_lines(info: dict) -> list[str]:
+    """The Markdown bullet lines describing the machine and libraries."""
+    cpu = info["cpu_model"] or info["processor"] or info["uname"]["machine"]
+    commit = (info["git_commit"] or "unknown")[:10]
+    if info["jdeconv_uncommitted_changes"]:
+        commit += " (+ uncommitted changes in jdeconv/)"
+    load = info.get("load_average_at_start")
+    load_text = ", ".join(f"{v:.1f}" for v in load) if load else "unknown"
+    return [
+        f"- Date: {info['date']}; command: `{info['command']}`",
+        f"- Device: {info['device_kind']} ({info['platform']}, {info['device']}); CPU: {cpu}, "
+        f"{info['cpu_affinity'] or info['cpu_count']} cores usable; load average at start "
+        f"(1/5/15 min): {load_text} — timings on a shared machine are upper bounds",
+        f"- jax {info['jax']}, jaxlib {info['jaxlib']}, flax {info['flax']}, optax "
+        f"{info['optax']}, numpy {info['numpy']}, Python {info['python']}; jdeconv "
+        f"{info['jdeconv']} at {commit}",
+    ]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(obj):
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _finite(obj):
+    # JSON has no inf/nan: store them as strings ("inf" for a perfect PSNR).
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(_finite(data), indent=1, default=_json_default) + "\n")
+
+
+def save_figure(fig, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def interior(arr: np.ndarray, border: int) -> np.ndarray | None:
+    """``arr`` without ``border`` pixels on every side (None if nothing would be left)."""
+    if border <= 0 or any(n <= 2 * border for n in arr.shape):
+        return None
+    return arr[tuple(slice(border, n - border) for n in arr.shape)]
+
+
+def score(gt: np.ndarray, image: np.ndarray, *, border: int) -> dict:
+    """All metrics of ``image`` against the ground truth ``gt`` (both in [0, 1] scale).
+
+    ``psnr_border`` is the PSNR without a ``border``-pixel frame (None when not asked or
+    the image is too small). Nothing is clipped: outputs are scored as they come.
+    """
+    inner_gt, inner = interior(gt, border), interior(image, border)
+    return {
+        "psnr": psnr(gt, image, data_range=DATA_RANGE),
+        "psnr_border": None if inner is None else psnr(inner_gt, inner, data_range=DATA_RANGE),
+        "ssim": ssim(gt, image, data_range=DATA_RANGE),
+        "mi": mutual_information(gt, image),
+        "smi": spectral_mutual_information(gt, image),
+        "rmse": rmse(gt, image),
+    }
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def _time_call(fn, repeats: int) -> list[float]:
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def richardson_lucy_oracle(
+    noisy: np.ndarray,
+    psf: np.ndarray,
+    gt: np.ndarray,
+    *,
+    counts: Sequence[int] = RL_COUNTS,
+    n_max: int = 50,
+    border: int,
+    repeats: int = 3,
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Richardson-Lucy at fixed iteration counts and at the ground-truth-best count.
+
+    RL uses zero padding and the FFT blur, as the degradation, and starts from the
+    constant image mean (``jdeconv.richardson_lucy``'s default). One run to
+    ``max(n_max, counts)`` scores every iterate; the "oracle" is the count in
+    ``1..n_max`` with the highest PSNR against ``gt`` — a choice no user can make
+    without ground truth, so it is an upper bound for RL. Times (ms) are of a warm,
+    jitted run of ``n`` iterations from the start, the minimum of ``repeats``.
+
+    Returns:
+      ``(records, images)``: records keyed ``rl_<n>`` and ``rl_best`` (metrics, ``n``,
+      ``infer_ms``) plus ``rl_psnr_curve`` (PSNR at 1..n_max); images keyed alike.
+    """
+    psf = validate_psf(psf, ndim=noisy.ndim, normalize=True)
+    run = make_richardson_lucy(psf, noisy.shape, method="fft", padding="zero")
+    y = jnp.asarray(noisy, jnp.float32)
+    start = jnp.full(noisy.shape, float(noisy.mean()), jnp.float32)
+    last = max(n_max, *counts)
+    estimate, curve, kept = start, [], {}
+    best_psnr, best_n, best_image = -math.inf, 0, None
+    for n in range(1, last + 1):
+        estimate = run(y, estimate, 1)
+        current = np.asarray(estimate)
+        value = psnr(gt, current, data_range=DATA_RANGE)
+        if n <= n_max:
+            curve.append(value)
+            if value > best_psnr:
+                best_psnr, best_n, best_image = value, n, current
+        if n in counts:
+            kept[n] = current
+    records, images = {}, {}
+    for name, n, image in [
+        *((f"rl_{n}", n, kept[n]) for n in counts),
+        ("rl_best", best_n, best_image),
+    ]:
+        times = _time_call(lambda n=n: run(y, start, n), repeats)
+        records[name] = {
+            **score(gt, image, border=border),
+            "n": n,
+            "infer_ms": 1e3 * min(times),
+            "infer_ms_all": [1e3 * t for t in times],
+        }
+        images[name] = image
+    records["rl_psnr_curve"] = curve
+    return records, images
+
+
+# --------------------------------------------------------------------------- learned
+
+
+def fit_preset(
+    noisy: np.ndarray,
+    psf: np.ndarray,
+    gt: np.ndarray,
+    preset: str,
+    overrides: dict,
+    *,
+    border: int,
+    verbose: bool,
+    infer_repeats: int = 1,
+) -> tuple[dict, np.ndarray | None]:
+    """``jdeconv.fit`` one preset and score it; an exception is recorded, not raised.
+
+    ``train_s`` is the fit's training loop (steps and validations, after compilation);
+    ``infer_ms`` a warm ``jdeconv.deconvolve`` of the whole image with the config's
+    test-time augmentation (``fit`` has already compiled the predictor for this shape),
+    the minimum of ``infer_repeats`` (0: not measured, None; ``fit_inference_s`` is
+    ``fit``'s own first, compiling, inference).
+    """
+    try:
+        cfg = Config.preset(preset, **overrides)
+        result = jdeconv.fit(noisy, psf, cfg, verbose=verbose)
+        times = []
+        if infer_repeats > 0:
+            times = _time_call(lambda: jdeconv.deconvolve(noisy, result.model), infer_repeats)
+    except Exception as err:  # a long run goes on with the other methods
+        traceback.print_exc()
+        return {"error": f"{type(err).__name__}: {err}"}, None
+    t = result.timings
+    history = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in result.history.items()}
+    record = {
+        **score(gt, result.deconvolved, border=border),
+        "train_s": t["train"],
+        "compile_s": t["compile"],
+        "fit_inference_s": t["inference"],
+        "fit_total_s": t["total"],
+        "steps": t["steps"],
+        "seconds_per_step": t["seconds_per_step"],
+        "best_step": result.best_step,
+        "infer_ms": 1e3 * min(times) if times else None,
+        "infer_ms_all": [1e3 * s for s in times],
+        "config": result.model.config.to_dict(),
+        "history": history,
+    }
+    return record, result.deconvolved
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+def fmt(value, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞"
+    return f"{value:.{digits}f}"
+
+
+def fmt_ms(ms) -> str:
+    if ms is None:
+        return "–"
+    return f"{ms:.3g}" if ms < 1000 else f"{ms:,.0f}"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], align: str = "") -> list[str]:
+    """Markdown table lines; ``align`` gives 'l'/'r' per column (default: first l)."""
+    align = align or "l" + "r" * (len(headers) - 1)
+    sep = ["---" if a == "l" else "--:" for a in align]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def method_label(name: str, record: dict | None = None) -> str:
+    if name == "input":
+        return "input"
+    if name == "rl_best":
+        n = record.get("n") if record else None
+        return f"RL oracle (n={n})" if n else "RL oracle"
+    if name.startswith("rl_"):
+        return f"RL n={name[3:]}"
+    return name
+
+
+def learned_overrides_text(overrides: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "none (preset defaults)"
