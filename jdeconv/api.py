@@ -26,7 +26,7 @@ from .masks import bernoulli_mask, replace_masked
 from .predict import make_predictor, predict
 from .psf import validate_psf
 from .train import TrainState, make_optimizer, make_train_step, make_validation_fn
-from .unet import UNet
+from .unet import UNet, init_unet
 
 __all__ = [
     "FitResult",
@@ -230,7 +230,7 @@ def fit(
     bounds = ((arr.min() - offset) / scale, (arr.max() - offset) / scale)
 
     key = jax.random.key(cfg.seed)
-    init_key, train_key, val_key = jax.random.split(key, 3)
+    train_key, val_key = jax.random.split(key)
     x_dev = jnp.asarray(x)
     if cfg.validation_fraction > 0:
         held_out = bernoulli_mask(val_key, x.shape, fraction=cfg.validation_fraction)
@@ -239,8 +239,7 @@ def fit(
     else:
         held_out, x_train = None, x_dev
 
-    model = UNet(cfg.unet(ndim), rngs=nnx.Rngs(int(jax.random.randint(init_key, (), 0, 2**31 - 1))))
-    graphdef, params = nnx.split(model, nnx.Param)
+    graphdef, params = init_unet(cfg.unet(ndim), seed=cfg.seed)
     tx = make_optimizer(cfg)
     loss = make_loss(dict(cfg.loss_weights))
     g_patch = make_forward(

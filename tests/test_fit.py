@@ -4,7 +4,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 import jdeconv
 from jdeconv import Config
@@ -13,7 +12,7 @@ from jdeconv.losses import make_loss
 from jdeconv.predict import make_predictor, predict
 from jdeconv.psf import gaussian_psf
 from jdeconv.train import TrainState, make_optimizer, make_train_step, sample_patch
-from jdeconv.unet import UNet, UNetConfig
+from jdeconv.unet import UNetConfig, init_unet
 
 TINY = dict(steps=3, batch_size=2, patch_size=16, patch_size_z=16, base_channels=8, depth=2)
 
@@ -60,8 +59,7 @@ def test_same_seed_same_result_and_other_seed_differs():
 
 def test_train_step_does_not_recompile_and_donates_state():
     cfg = Config.preset("noise2same", **TINY)
-    model = UNet(cfg.unet(2), rngs=nnx.Rngs(0))
-    graphdef, params = nnx.split(model, nnx.Param)
+    graphdef, params = init_unet(cfg.unet(2), seed=0)
     tx = make_optimizer(cfg)
     g = make_forward(gaussian_psf((3, 3), 1.0), cfg.patch_shape(2))
     step = make_train_step(
@@ -106,7 +104,7 @@ def test_patch_sampling_and_augmentation_preserve_content():
 @pytest.mark.parametrize("shape,tile", [((100, 150), 96), ((75, 131), 64), ((20, 70, 52), 48)])
 def test_tiled_matches_whole(shape, tile):
     cfg = UNetConfig(ndim=len(shape), depth=2, base_channels=8, norm="none")
-    graphdef, params = nnx.split(UNet(cfg, rngs=nnx.Rngs(0)), nnx.Param)
+    graphdef, params = init_unet(cfg, seed=0)
     net = make_predictor(graphdef)
     x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     whole = predict(net, params, x)
@@ -118,7 +116,7 @@ def test_tiled_blending_without_enough_halo_is_smooth():
     # With too little context tiles disagree at their edges; blending keeps the error small
     # and there is still exactly one value per pixel.
     cfg = UNetConfig(ndim=2, depth=2, base_channels=8, norm="none")
-    graphdef, params = nnx.split(UNet(cfg, rngs=nnx.Rngs(1)), nnx.Param)
+    graphdef, params = init_unet(cfg, seed=1)
     net = make_predictor(graphdef)
     x = np.random.default_rng(1).normal(size=(90, 90)).astype(np.float32)
     whole = predict(net, params, x)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jdeconv.unet import UNet, UNetConfig, count_params
+from jdeconv.unet import UNet, UNetConfig, count_params, init_unet
 
 
 @pytest.mark.parametrize(
@@ -48,3 +48,19 @@ def test_rejects_bad_config_and_input():
     model = UNet(UNetConfig(ndim=2, depth=1, base_channels=8), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="expects"):
         model(jnp.ones((16, 16)))
+
+
+def test_init_unet_is_seeded_and_scaled():
+    cfg = UNetConfig(ndim=2, depth=2, base_channels=8)
+    g, a = init_unet(cfg, seed=0)
+    _, b = init_unet(cfg, seed=0)
+    _, c = init_unet(cfg, seed=1)
+    leaves_a, leaves_b, leaves_c = (jax.tree.leaves(t) for t in (a, b, c))
+    assert all(np.array_equal(x, y) for x, y in zip(leaves_a, leaves_b, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(leaves_a, leaves_c, strict=True))
+    model = nnx.merge(g, a)
+    kernel = np.asarray(model.encoders[1].conv1.kernel[...])
+    fan_in = np.prod(kernel.shape[:-1])
+    assert abs(kernel.std() * np.sqrt(fan_in) - 1.0) < 0.1  # LeCun scaling
+    assert np.abs(kernel).max() <= 2 / 0.8796 / np.sqrt(fan_in) + 1e-6  # truncated at 2 std
+    assert count_params(model) == count_params(UNet(cfg, rngs=nnx.Rngs(0)))
