@@ -57,9 +57,14 @@ def validate_psf(psf, *, ndim: int | None = None, normalize: bool = False) -> np
             "singleton axes or pick the plane/stack you mean."
         )
     if ndim is not None and arr.ndim != ndim:
+        hint = (
+            "take the PSF's in-focus plane"
+            if arr.ndim > ndim
+            else "jdeconv psf --model gibson-lanni --size Z Y X writes one"
+        )
         raise ValueError(
             f"PSF rank {arr.ndim} (shape {arr.shape}) does not match the image rank {ndim}; "
-            f"use a {ndim}D PSF (for a 2D image of a 3D PSF, take its in-focus plane)."
+            f"use a {ndim}D PSF ({hint})."
         )
     if any(s % 2 == 0 for s in arr.shape):
         raise ValueError(
