@@ -66,14 +66,18 @@ class Config:
       forward_method, padding: the PSF forward model (see :func:`jdeconv.make_forward`).
       crop_border: compute losses only where ``g`` sees real pixels (patch minus half the
         PSF on each side) instead of over the padded border.
-      validation_fraction: fraction of pixels held out from training and used to rank
-        models by their blind-spot loss (0 disables model selection).
+      validation_fraction: fraction of pixels held out from training; their blind-spot loss
+        is tracked in ``history["val_loss"]`` (0 disables it).
       validate_every: steps between validation evaluations.
       selection_z: a later model is kept unless its held-out residuals are worse than the
         best model's by more than this many standard errors (paired test).
       patience: stop after this many significantly worse evaluations in a row (None:
         never).
       restore_best: return the kept parameters (see ``selection_z``) instead of the last.
+        Off by default, like ``patience``: the held-out loss is measured after the PSF and
+        in our runs it did not track the deconvolved image's quality (it rose while the
+        ground-truth PSNR rose: benchmarks/results/model_selection-*.md), so ``fit``
+        trains the whole schedule and returns the last parameters unless asked.
       tta: average the 8 (2D) / 16 (3D) rotations/flips at inference.
       tile_size, tile_halo: tiled inference with windows of ``tile_size`` per axis, each
         with ``tile_halo`` pixels of context around the part it contributes (None: whole
@@ -112,8 +116,8 @@ class Config:
     validation_fraction: float = 0.01
     validate_every: int = 25
     selection_z: float = 2.0
-    patience: int | None = 8
-    restore_best: bool = True
+    patience: int | None = None
+    restore_best: bool = False
     tta: bool = True
     tile_size: int | None = None
     tile_halo: int = 64
