@@ -249,7 +249,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.tag = args.tag or "quick"
         overrides.update(QUICK["overrides"])
     overrides.update(
-        seed=args.seed, steps=args.steps, validate_every=args.validate_every, patience=None
+        seed=args.seed,
+        steps=args.steps,
+        validate_every=args.validate_every,
+        patience=None,
+        restore_best=True,
     )
     overrides.update(C.parse_overrides(args.overrides))
     args.config_overrides = overrides

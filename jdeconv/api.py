@@ -116,8 +116,9 @@ class FitResult:
       reconvolved: the deconvolved image blurred again by the PSF (should match the input
         minus noise).
       model: the :class:`FittedModel` (use with :func:`deconvolve` and :func:`save_model`).
-      history: ``{"step": [...], "loss": [...], <term>: [...], "val_step": [...],
-        "val_loss": [...]}``.
+      history: every step's ``"loss"`` and loss terms (``{"step": [1, 2, ...], "loss":
+        [...], <term>: [...]}``) and the held-out blind-spot loss (``"val_step"``,
+        ``"val_loss"``).
       best_step: the step whose parameters were kept (by validation loss), or the last.
       timings: seconds for ``compile``, ``train``, ``inference``, ``total`` and ``steps``
         run.
@@ -269,14 +270,15 @@ def fit(
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, disable=not verbose, desc="jdeconv fit", unit="step", leave=verbose)
     steps_run = 0
+    pending = []  # per-step metrics, fetched from the device at the end (no sync per step)
     try:
         for i in range(cfg.steps):
             state, metrics = compiled(state, x_train)
             steps_run = i + 1
-            last = steps_run == cfg.steps
-            if validate is not None and (steps_run % cfg.validate_every == 0 or last):
-                metrics = jax.device_get(metrics)
-                _record(history, steps_run, metrics)
+            pending.append(metrics)
+            if validate is not None and (
+                steps_run % cfg.validate_every == 0 or steps_run == cfg.steps
+            ):
                 residuals = validate(state.params)
                 val = float(residuals.mean())
                 history["val_step"].append(steps_run)
@@ -300,13 +302,13 @@ def fit(
                 if stop or selector.should_stop():
                     bar.update(steps_run - bar.n)
                     break
-            elif steps_run % 10 == 0 or last or validate is None:
-                metrics = jax.device_get(metrics)
-                _record(history, steps_run, metrics)
+            elif steps_run % 10 == 0:
                 bar.set_postfix(loss=f"{float(metrics['loss']):.4g}", refresh=False)
             bar.update(1)
     finally:
         bar.close()
+    for step, metrics in enumerate(jax.device_get(pending), start=1):
+        _record(history, step, metrics)
     jax.block_until_ready(state.params)
     train_s = time.perf_counter() - t0
 
@@ -314,7 +316,6 @@ def fit(
         params, best_step = selector.kept_params, selector.kept_step
     else:
         params, best_step = state.params, steps_run
-    history["kept_step"] = best_step
     fitted = FittedModel(params=params, config=cfg, ndim=ndim, psf=psf)
 
     t0 = time.perf_counter()
@@ -347,6 +348,7 @@ class _ModelSelector:
     """
 
     def __init__(self, cfg: Config):
+        self.keep = cfg.restore_best  # copy parameters only when they may be returned
         self.z = cfg.selection_z
         self.patience = cfg.patience
         self.best = None  # residuals of the lowest-mean model so far
@@ -365,7 +367,8 @@ class _ModelSelector:
         else:
             self.worse = 0
             self.kept_step = step
-            self.kept_params = jax.tree.map(jnp.copy, params)
+            if self.keep:
+                self.kept_params = jax.tree.map(jnp.copy, params)
 
     def should_stop(self) -> bool:
         return self.patience is not None and self.worse >= self.patience

@@ -36,7 +36,8 @@ def test_smoke_2d(fit2d):
     # Output is in the input's intensity scale (around 100), not standardised.
     assert 50 < float(r.deconvolved.mean()) < 150
     assert {"loss", "rec", "inv_d", "bound_d"} <= set(r.history)
-    assert len(r.history["val_loss"]) == 3 and 1 <= r.best_step <= 3
+    assert len(r.history["val_loss"]) == 3 and r.best_step == 3  # the last, by default
+    assert r.history["step"] == [1, 2, 3] and len(r.history["inv_d"]) == 3
     assert r.timings["steps"] == 3 and r.timings["compile"] > 0
 
 
@@ -227,7 +228,9 @@ def test_model_selector_keeps_later_models_unless_significantly_worse():
 
     rng = np.random.default_rng(0)
     base = rng.exponential(1.0, 5000)
-    sel = _ModelSelector(Config.preset("noise2self", patience=2, selection_z=2.0))
+    sel = _ModelSelector(
+        Config.preset("noise2self", patience=2, selection_z=2.0, restore_best=True)
+    )
     sel.update(100, base, {"w": jnp.ones(1)})
     # Slightly worse by chance (paired noise, no real change): still kept, as the later one.
     sel.update(200, base + rng.normal(0, 0.01, base.size) + 0.0001, {"w": jnp.full(1, 2.0)})
@@ -241,3 +244,15 @@ def test_model_selector_keeps_later_models_unless_significantly_worse():
     # A new best resets the count.
     sel.update(500, base * 0.9, {"w": jnp.full(1, 5.0)})
     assert sel.kept_step == 500 and not sel.should_stop()
+
+
+def test_restore_best_returns_the_kept_parameters():
+    cfg = Config.preset(
+        "noise2self", validate_every=1, restore_best=True, selection_z=0.0, patience=1, **TINY
+    )
+    r = jdeconv.fit(_noisy((32, 32), 7), gaussian_psf((3, 3), 1.0), cfg, verbose=False)
+    # selection_z=0: any evaluation worse than the best counts; patience=1 stops at the first.
+    vals = r.history["val_loss"]
+    assert r.best_step in r.history["val_step"]
+    kept = r.history["val_step"].index(r.best_step)
+    assert vals[kept] == min(vals[: kept + 1])
