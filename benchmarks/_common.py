@@ -421,5 +421,15 @@ def method_label(name: str, record: dict | None = None) -> str:
     return name
 
 
+def kept_parameters_text(overrides: dict) -> str:
+    """How the learned methods' returned parameters were chosen, from their config."""
+    if overrides.get("restore_best", Config().restore_best):
+        return (
+            "the kept parameters are the latest not significantly worse on the held-out "
+            "blind-spot loss (paired z-test; no ground truth)"
+        )
+    return "the last parameters are returned (the held-out loss is only recorded)"
+
+
 def learned_overrides_text(overrides: dict) -> str:
     return ", ".join(f"{k}={v!r}" for k, v in overrides.items()) or "none (preset defaults)"

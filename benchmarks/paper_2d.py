@@ -257,8 +257,8 @@ def write_markdown(path: Path, result: dict) -> None:
         "truth** — chosen with information no user has, so an upper bound for RL.",
         f"- Learned: `jdeconv.fit(noisy, psf, Config.preset(name, **overrides))`, presets "
         f"{', '.join(cfg['methods']) or 'none'}; overrides: "
-        f"{C.learned_overrides_text(cfg['overrides'])}. No ground truth is used; the kept "
-        "parameters are chosen by the held-out validation loss.",
+        f"{C.learned_overrides_text(cfg['overrides'])}. No ground truth is used; "
+        f"{C.kept_parameters_text(cfg['overrides'])}.",
         "- Scores: PSNR and SSIM with data_range=1 (Gaussian-window SSIM), MI and SMI "
         "(256-bin normalised mutual information, of the images / of their DCT-II spectra), "
         "RMSE; outputs are not clipped. Train s: the training loop after compilation "

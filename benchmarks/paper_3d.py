@@ -158,8 +158,8 @@ def write_markdown(path: Path, result: dict) -> None:
         "for RL, not a method a user can run.",
         f"- Learned: `jdeconv.fit` with `Config.preset(name, **overrides)`, presets "
         f"{', '.join(cfg['methods']) or 'none'}; overrides: "
-        f"{C.learned_overrides_text(cfg['overrides'])}. Kept parameters: lowest held-out "
-        "validation loss (no ground truth).",
+        f"{C.learned_overrides_text(cfg['overrides'])}; "
+        f"{C.kept_parameters_text(cfg['overrides'])}.",
         "- Scores: PSNR, SSIM (data_range=1, 3D Gaussian window), MI, SMI (DCT-II over all "
         "three axes), RMSE; outputs not clipped. Train s: training loop after compilation; "
         "infer ms: one warm whole-volume run (learned: with the config's test-time "
