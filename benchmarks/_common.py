@@ -421,6 +421,55 @@ def method_label(name: str, record: dict | None = None) -> str:
     return name
 
 
+def add_config_override_option(p) -> None:
+    """``--set KEY=VALUE`` (repeatable): Config overrides for every learned method."""
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Config override for every learned method (repeatable), e.g. --set batch_size=8",
+    )
+
+
+def add_methods_option(p) -> None:
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help=f"learned presets to run (default all: {' '.join(PRESETS)}); 'none' for none. "
+        "Input and Richardson-Lucy are always run.",
+    )
+
+
+def resolve_methods(methods) -> list[str]:
+    """``--methods`` as given: None means every preset, ``none`` means no learned method."""
+    if methods is None:
+        return list(PRESETS)
+    if [m.lower() for m in methods] == ["none"]:
+        return []
+    return check_presets(methods)
+
+
+def add_scoring_options(p, *, name: str, border: int, unit: str, infer_repeats: bool) -> None:
+    """The options every paper benchmark shares: seed, border, RL range, outputs."""
+    p.add_argument("--seed", type=int, default=0, help="noise seed; also the Config seed")
+    p.add_argument(
+        "--border", type=int, default=border, help=f"also report PSNR without it ({unit})"
+    )
+    p.add_argument("--rl-max", type=int, default=50, help="RL oracle searches n in 1..this")
+    if infer_repeats:
+        p.add_argument(
+            "--infer-repeats",
+            type=int,
+            default=1,
+            help="warm inference timings (0: skip; saves time on big CPU images)",
+        )
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+    p.add_argument("--tag", help=f"file name suffix: {name}-<tag>.{{md,json,png}}")
+
+
 def kept_parameters_text(overrides: dict) -> str:
     """How the learned methods' returned parameters were chosen, from their config."""
     if overrides.get("restore_best", Config().restore_best):

@@ -224,19 +224,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--preset", default="noise2self", choices=C.PRESETS)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--validate-every", type=int, default=25)
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Config override (repeatable), e.g. --set learning_rate=4e-4",
-    )
-    p.add_argument("--seed", type=int, default=0, help="noise seed; also the Config seed")
-    p.add_argument("--border", type=int, default=16, help="also report PSNR without it (px)")
-    p.add_argument("--rl-max", type=int, default=50, help="RL oracle searches n in 1..this")
-    p.add_argument("--out", type=Path, default=C.DEFAULT_OUT, help="output folder")
-    p.add_argument("--tag", help="file name suffix: model_selection-<tag>.{md,json,png}")
+    C.add_config_override_option(p)
+    C.add_scoring_options(p, name="model_selection", border=16, unit="px", infer_repeats=False)
     p.add_argument("--quick", action="store_true", help="64² crop, 6 steps (tests)")
     p.add_argument("--verbose", action="store_true", help="progress bar of the fit")
     args = p.parse_args(argv)

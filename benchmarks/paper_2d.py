@@ -455,41 +455,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "(sorted by name); spaces or commas",
     )
     p.add_argument("--crop", type=int, help="centre crop side, applied before degradation")
-    p.add_argument(
-        "--methods",
-        nargs="+",
-        default=None,
-        help=f"learned presets to run (default all: {' '.join(C.PRESETS)}); 'none' for none. "
-        "Input and Richardson-Lucy are always run.",
-    )
+    C.add_methods_option(p)
     p.add_argument("--steps", type=int, help="training steps (default: the preset's)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Config override for every learned method (repeatable), e.g. --set batch_size=8",
-    )
-    p.add_argument("--seed", type=int, default=0, help="noise seed; also the Config seed")
-    p.add_argument("--border", type=int, default=16, help="also report PSNR without it (px)")
-    p.add_argument("--rl-max", type=int, default=50, help="RL oracle searches n in 1..this")
-    p.add_argument(
-        "--infer-repeats",
-        type=int,
-        default=1,
-        help="warm inference timings (0: skip; saves time on big CPU images)",
-    )
-    p.add_argument("--out", type=Path, default=C.DEFAULT_OUT, help="output folder")
-    p.add_argument("--tag", help="file name suffix: paper_2d-<tag>.{md,json,png}")
+    C.add_config_override_option(p)
+    C.add_scoring_options(p, name="paper_2d", border=16, unit="px", infer_repeats=True)
     p.add_argument("--quick", action="store_true", help="2 images, 64² crops, 4 steps (tests)")
     p.add_argument("--verbose", action="store_true", help="progress bars of the fits")
     args = p.parse_args(argv)
-    if args.methods is None:
-        args.methods = list(C.PRESETS)
-    elif [m.lower() for m in args.methods] == ["none"]:
-        args.methods = []
-    args.methods = C.check_presets(args.methods)
+    args.methods = C.resolve_methods(args.methods)
     overrides = {}
     if args.quick:
         args.images = args.images or QUICK["images"]

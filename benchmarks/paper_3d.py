@@ -282,40 +282,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="the paper's 128×256×512 volume with 64³ patches, batch 4 (GPU)",
     )
     p.add_argument("--count", type=int, help="number of filaments (default: scaled with Y×X)")
-    p.add_argument(
-        "--methods",
-        nargs="+",
-        default=None,
-        help=f"learned presets (default all: {' '.join(C.PRESETS)}); 'none' for none",
-    )
+    C.add_methods_option(p)
     p.add_argument("--steps", type=int, help="training steps (default 150 on CPU, else preset)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Config override for every learned method (repeatable)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="phantom and noise seed; Config seed")
-    p.add_argument("--border", type=int, default=8, help="also report PSNR without it (voxels)")
-    p.add_argument("--rl-max", type=int, default=50, help="RL oracle searches n in 1..this")
-    p.add_argument(
-        "--infer-repeats",
-        type=int,
-        default=1,
-        help="warm inference timings (0: skip; saves time on big CPU images)",
-    )
-    p.add_argument("--out", type=Path, default=C.DEFAULT_OUT, help="output folder")
-    p.add_argument("--tag", help="file name suffix: paper_3d-<tag>.{md,json,png}")
+    C.add_config_override_option(p)
+    C.add_scoring_options(p, name="paper_3d", border=8, unit="voxels", infer_repeats=True)
     p.add_argument("--quick", action="store_true", help="24×32×32, 2 steps (tests)")
     p.add_argument("--verbose", action="store_true", help="progress bars of the fits")
     args = p.parse_args(argv)
-    if args.methods is None:
-        args.methods = list(C.PRESETS)
-    elif [m.lower() for m in args.methods] == ["none"]:
-        args.methods = []
-    args.methods = C.check_presets(args.methods)
+    args.methods = C.resolve_methods(args.methods)
     if args.quick and args.full:
         raise SystemExit("--quick and --full exclude each other")
     if args.quick:
