@@ -34,9 +34,11 @@ def default_preset(ndim: int) -> str:
     return "noise2self" if ndim == 2 else "noise2same"
 
 
-# Settings of the default 3D config that differ from the 2D one: smaller batches so a
-# step stays within seconds on a laptop CPU (benchmarks/results/train_step-cpu.md).
-_DEFAULT_3D = {"batch_size": 4, "patch_size": 64, "patch_size_z": 32}
+# Settings of the default 3D config that differ from the 2D one, sized for a CPU: one
+# step of batch 4 × 32×64×64 took 13.9 s on one core, batch 2 × 32×48×48 about 3 s
+# (benchmarks/results/train_step-cpu.md, paper_3d-cpu.md). On a GPU raise them (Papkov
+# et al.: 64³ patches, batch 4, 15 000 steps).
+_DEFAULT_3D = {"batch_size": 2, "patch_size": 48, "patch_size_z": 32, "steps": 300}
 
 
 @dataclasses.dataclass(frozen=True)
