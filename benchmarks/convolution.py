@@ -63,11 +63,13 @@ import numpy as np
 _ROOT = Path(__file__).resolve().parents[1]
 if str(_ROOT) not in sys.path:  # Run as a script from a checkout without installing.
     sys.path.insert(0, str(_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared benchmark helpers
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jaxlib  # noqa: E402
 import scipy.fft  # noqa: E402
+from _common import _cpu_model  # noqa: E402
 from jax.scipy.signal import fftconvolve  # noqa: E402
 
 from jdeconv.forward import auto_method, make_forward  # noqa: E402
@@ -349,16 +351,6 @@ def auto_summary(records: list[dict]) -> dict:
 
 
 # --------------------------------------------------------------------------- reports
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def machine_info() -> dict:
