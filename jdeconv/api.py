@@ -19,6 +19,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from . import __version__
+from ._checks import check_image
 from .config import Config
 from .forward import make_forward
 from .losses import make_loss
@@ -50,27 +51,7 @@ def validate_image(image, *, name: str = "image") -> np.ndarray:
     to float before any statistics are computed; bool, complex and object arrays, other
     ranks, NaN/Inf, empty and constant images raise ``ValueError``.
     """
-    arr = np.asarray(image)
-    if arr.dtype == bool or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise ValueError(
-            f"{name} has unsupported dtype {arr.dtype}; pass a real-valued (integer or float) "
-            "array."
-        )
-    if arr.ndim not in (2, 3):
-        raise ValueError(
-            f"{name} must be 2D (YX) or 3D (ZYX), got {arr.ndim}D with shape {arr.shape}; "
-            "select one channel/time point or squeeze singleton axes."
-        )
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}).")
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(
-            f"{name} contains {int(np.sum(~np.isfinite(arr)))} NaN/Inf values; replace them "
-            "(e.g. np.nan_to_num) or crop them away."
-        )
+    arr = check_image(image, name=name)
     if np.ptp(arr) == 0:
         raise ValueError(
             f"{name} is constant (all {arr.flat[0]:g}); there is nothing to deconvolve."

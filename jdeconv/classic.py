@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._checks import check_image
 from .forward import make_forward
 from .psf import validate_psf
 
@@ -163,19 +164,7 @@ def _cached_runner(
 
 
 def _check_image(image) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.dtype == bool or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise ValueError(f"image has unsupported dtype {arr.dtype}; pass real values.")
-    if arr.ndim not in (2, 3):
-        raise ValueError(
-            f"image must be 2D (YX) or 3D (ZYX), got shape {arr.shape}; remove channel or "
-            "time axes (deconvolve each channel/time point separately)."
-        )
-    arr = arr.astype(np.float32)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("image contains NaN or Inf; replace them first (np.nan_to_num).")
+    arr = check_image(image).astype(np.float32)
     if arr.min() < 0:
         raise ValueError(
             f"image has negative values (min {arr.min():.3g}); Richardson-Lucy assumes "

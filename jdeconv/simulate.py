@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.ndimage
 
+from ._checks import check_image
 from .forward import make_forward
 from .psf import validate_psf
 
@@ -168,22 +169,6 @@ def _blur(psf_bytes, psf_shape, shape, method, padding):
     return jax.jit(make_forward(psf, shape, method=method, padding=padding))
 
 
-def _check_image(clean) -> np.ndarray:
-    arr = np.asarray(clean)
-    if arr.dtype == bool or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise ValueError(f"clean image has unsupported dtype {arr.dtype}; pass real values.")
-    if arr.ndim not in (2, 3):
-        raise ValueError(
-            f"clean image must be 2D (YX) or 3D (ZYX), got shape {arr.shape}; remove "
-            "channel/time axes."
-        )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("clean image contains NaN or Inf; replace them (np.nan_to_num).")
-    return arr
-
-
 def degrade(
     key,
     clean,
@@ -230,7 +215,7 @@ def degrade(
       >>> noisy.shape, noisy.dtype
       ((32, 32), dtype('float32'))
     """
-    arr = _check_image(clean)
+    arr = check_image(clean, name="clean image")
     _check_noise_args(alpha, sigma, salt_pepper, bits)
     if normalize and arr.max() == arr.min():
         raise ValueError(
