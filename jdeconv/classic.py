@@ -288,19 +288,19 @@ def richardson_lucy(
       (32, 32)
     """
     iterations = _check_count(iterations, "iterations")
-    image, psf, eps, tv_weight, start = _prepare(
-        image, psf, eps=eps, tv_weight=tv_weight, init=init
-    )
-    run = make_richardson_lucy(
+    path = richardson_lucy_path(
+        image,
         psf,
-        image.shape,
+        iterations=[iterations],
         method=method,
         padding=padding,
         eps=eps,
         tv_weight=tv_weight,
+        clip=clip,
+        init=init,
         boundary_correction=boundary_correction,
     )
-    return _finish(run(image, start, iterations), clip)
+    return path[iterations]
 
 
 def richardson_lucy_path(
