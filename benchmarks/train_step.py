@@ -43,14 +43,13 @@ from _common import (  # noqa: E402
     table,
     write_json,
 )
-from flax import nnx  # noqa: E402
 
 from jdeconv import Config  # noqa: E402
 from jdeconv.forward import make_forward  # noqa: E402
 from jdeconv.losses import make_loss  # noqa: E402
 from jdeconv.psf import gaussian_psf  # noqa: E402
 from jdeconv.train import TrainState, make_optimizer, make_train_step  # noqa: E402
-from jdeconv.unet import UNet  # noqa: E402
+from jdeconv.unet import init_unet  # noqa: E402
 
 
 def build_step(cfg: Config, psf: np.ndarray, image_shape, *, method: str, conv3d="stacked"):
@@ -58,7 +57,7 @@ def build_step(cfg: Config, psf: np.ndarray, image_shape, *, method: str, conv3d
     unet_cfg = cfg.unet(ndim)
     if conv3d is not None:
         unet_cfg = dataclasses.replace(unet_cfg, conv3d=conv3d)
-    graphdef, params = nnx.split(UNet(unet_cfg, rngs=nnx.Rngs(0)), nnx.Param)
+    graphdef, params = init_unet(unet_cfg)  # as jdeconv.fit does
     tx = make_optimizer(cfg)
     g = make_forward(psf, cfg.patch_shape(ndim), method=method, padding=cfg.padding)
     step = make_train_step(
@@ -133,6 +132,50 @@ def direct_conv_cost(shape, k: int, batch: int) -> float:
     return time.perf_counter() - t0
 
 
+def psf_method_cases(cfg3: Config, shape3, psfs: dict, *, repeats: int, max_call: float):
+    """The whole 3D train step with the forward model by FFT and by direct convolution.
+
+    ``psfs`` maps a label (the kernel size) to a PSF. A
+    direct step predicted slower than ``max_call`` seconds is not run: its time is the FFT
+    step plus the direct blur's forward+backward cost, measured on a 5³ kernel over the
+    same patches and scaled by kernel volume (flagged ``extrapolated``).
+    """
+    run = dict(repeats=repeats, max_call=max_call)
+    patch3 = cfg3.patch_shape(3)
+    records = []
+    for k, psf in psfs.items():
+        fft = time_case(f"3d-psf{k}-fft", cfg3, psf, shape3, method="fft", conv3d="stacked", **run)
+        records.append(fft)
+        # Cost of the direct blur alone (forward+backward over the batch, both passes),
+        # measured on a 5³ kernel and scaled by kernel volume.
+        passes = 2 * cfg3.batch_size
+        small_cost = direct_conv_cost(patch3, 5, passes)
+        estimate = fft["step_min_s"] + small_cost * (psf.shape[0] / 5) ** 3
+        if estimate <= max_call:
+            rec = time_case(
+                f"3d-psf{k}-direct", cfg3, psf, shape3, method="direct", conv3d="stacked", **run
+            )
+        else:
+            rec = {
+                **fft,
+                "case": f"3d-psf{k}-direct",
+                "method": "direct",
+                "compile_s": None,
+                "step_min_s": estimate,
+                "step_median_s": estimate,
+                "repeats": 0,
+                "xla_memory_mb": None,
+                "extrapolated": True,
+                "extrapolation": f"fft step + direct 5^3 blur fwd+bwd ({small_cost:.2f} s "
+                f"for {passes} patches) x ({psf.shape[0]}/5)^3",
+            }
+            print(f"{rec['case']:22s} ~{estimate:.1f}s per step (extrapolated)", flush=True)
+        rec["fft_speedup"] = rec["step_min_s"] / fft["step_min_s"]
+        rec["volume_estimate_s"] = estimate  # also where measured: checks the scaling
+        records.append(rec)
+    return records
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared data folder")
@@ -161,44 +204,15 @@ def main(argv=None) -> dict:
         shape2, shape3 = (64, 64), (32, 48, 48)
         psf2, psf17, psf31 = gaussian_psf((9, 9), 2.0), gaussian_psf((5,) * 3, 1.0), None
         repeats = 2
+    # FFT vs direct inside the whole step, labelled by kernel size (quick: the 5³ Gaussian).
+    method_psfs = {psf.shape[0]: psf for psf in (psf17, psf31) if psf is not None}
     run = dict(repeats=repeats, max_call=args.max_call)
     records = [
         time_case("2d-default", cfg2, psf2, shape2, method="fft", conv3d=None, **run),
         time_case("3d-default", cfg3, psf17, shape3, method="fft", conv3d="stacked", **run),
         time_case("3d-native-conv", cfg3, psf17, shape3, method="fft", conv3d="native", **run),
     ]
-    patch3 = cfg3.patch_shape(3)
-    for k, psf in ((17, psf17), (31, psf31)):
-        if psf is None:
-            continue
-        fft = time_case(f"3d-psf{k}-fft", cfg3, psf, shape3, method="fft", conv3d="stacked", **run)
-        records.append(fft)
-        # Cost of the direct blur alone (forward+backward over the batch, both passes),
-        # measured on a 5³ kernel and scaled by kernel volume.
-        passes = 2 * cfg3.batch_size
-        small_cost = direct_conv_cost(patch3, 5, passes)
-        estimate = fft["step_min_s"] + small_cost * (k / 5) ** 3
-        if estimate <= args.max_call:
-            rec = time_case(
-                f"3d-psf{k}-direct", cfg3, psf, shape3, method="direct", conv3d="stacked", **run
-            )
-        else:
-            rec = {
-                **fft,
-                "case": f"3d-psf{k}-direct",
-                "method": "direct",
-                "compile_s": None,
-                "step_min_s": estimate,
-                "step_median_s": estimate,
-                "repeats": 0,
-                "xla_memory_mb": None,
-                "extrapolated": True,
-                "extrapolation": f"fft step + direct 5^3 blur fwd+bwd ({small_cost:.2f} s "
-                f"for {passes} patches) x ({k}/5)^3",
-            }
-            print(f"{rec['case']:22s} ~{estimate:.1f}s per step (extrapolated)", flush=True)
-        rec["fft_speedup"] = rec["step_min_s"] / fft["step_min_s"]
-        records.append(rec)
+    records += psf_method_cases(cfg3, shape3, method_psfs, **run)
     result = {
         "benchmark": "train_step",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
