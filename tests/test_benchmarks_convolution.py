@@ -15,17 +15,23 @@ from jdeconv.forward import auto_method
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "convolution.py"
 
 
-def test_quick_benchmark_writes_results(tmp_path):
+def _run_quick(script: Path, out: Path) -> Path:
+    """Run a benchmark script with --quick into ``out``; return its JSON result's path."""
     # A subprocess, so the script's own JAX/matplotlib set-up cannot leak into this session.
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(tmp_path)],
+        [sys.executable, str(script), "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         cwd=SCRIPT.parents[1],
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (json_path,) = tmp_path.glob("convolution-*-quick.json")
+    (json_path,) = out.glob(f"{script.stem}-*-quick.json")
+    return json_path
+
+
+def test_quick_benchmark_writes_results(tmp_path):
+    json_path = _run_quick(SCRIPT, tmp_path)
     stem = json_path.with_suffix("")
     for suffix in (".md", ".png"):
         assert stem.with_suffix(suffix).stat().st_size > 0
@@ -153,16 +159,7 @@ def test_auto_method_rule(monkeypatch, backend, image_shape, small, large):
 
 
 def test_train_step_benchmark_quick(tmp_path):
-    script = SCRIPT.with_name("train_step.py")
-    proc = subprocess.run(
-        [sys.executable, str(script), "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=SCRIPT.parents[1],
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    (json_path,) = tmp_path.glob("train_step-*-quick.json")
+    json_path = _run_quick(SCRIPT.with_name("train_step.py"), tmp_path)
     result = json.loads(json_path.read_text())
     cases = {r["case"]: r for r in result["records"]}
     assert set(cases) == {
