@@ -51,6 +51,8 @@ from jdeconv.psf import gaussian_psf  # noqa: E402
 from jdeconv.train import TrainState, make_optimizer, make_train_step  # noqa: E402
 from jdeconv.unet import init_unet  # noqa: E402
 
+REFERENCE_PSFS = ("ssi_2d_17.npy", "gl_3d_17.npy", "gl_3d_31.npy")  # in <data>/psf
+
 
 def build_step(cfg: Config, psf: np.ndarray, image_shape, *, method: str, conv3d="stacked"):
     ndim = len(image_shape)
@@ -184,16 +186,18 @@ def parse_args(argv=None):
     p.add_argument("--max-call", type=float, default=120.0, help="longest direct step to run (s)")
     p.add_argument("--quick", action="store_true", help="tiny shapes, for tests")
     p.add_argument("--note", default="", help="free text for the results header")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    missing = [str(f) for n in REFERENCE_PSFS if not (f := args.data / "psf" / n).is_file()]
+    if missing and not args.quick:
+        p.error(f"reference PSF(s) not found: {', '.join(missing)}; pass --data DIR")
+    return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = jax.devices()[0].platform
-    psf_dir = args.data / "psf"
-    psf2 = np.load(psf_dir / "ssi_2d_17.npy")
-    psf17 = np.load(psf_dir / "gl_3d_17.npy")
-    psf31 = np.load(psf_dir / "gl_3d_31.npy")
+    if not args.quick:  # the quick mode generates its PSFs and needs no data
+        psf2, psf17, psf31 = (np.load(args.data / "psf" / name) for name in REFERENCE_PSFS)
     cfg2 = Config.default(2)
     cfg3 = Config.default(3)
     shape2, shape3 = (256, 256), (64, 128, 128)
