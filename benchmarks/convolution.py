@@ -67,12 +67,10 @@ key in the JSON.
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import json
 import math
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -89,9 +87,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared benchmark
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import jaxlib  # noqa: E402
 import scipy.fft  # noqa: E402
-from _common import DEFAULT_DATA, _cpu_model, atomic_write_text, save_figure  # noqa: E402
+from _common import DEFAULT_DATA, atomic_write_text, machine_info, save_figure  # noqa: E402
 from jax.scipy.signal import fftconvolve  # noqa: E402
 
 from jdeconv.forward import auto_method, make_forward  # noqa: E402
@@ -528,31 +525,6 @@ def train_step_markdown(records: list[dict], psfs: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------- reports
-
-
-def machine_info() -> dict:
-    dev = jax.devices()[0]
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
-    return {
-        "platform": dev.platform,
-        "device": str(dev),
-        "device_kind": dev.device_kind,
-        "device_count": jax.device_count(),
-        "processor": platform.processor(),
-        "cpu_model": _cpu_model(),
-        "uname": platform.uname()._asdict(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "jaxlib": jaxlib.__version__,
-        "numpy": np.__version__,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def _ms(s: float | None) -> str:
