@@ -337,6 +337,16 @@ def richardson_lucy_oracle(
 # --------------------------------------------------------------------------- learned
 
 
+def fit_options(args) -> dict:
+    """:func:`fit_preset`'s keyword options from the shared command-line options."""
+    return dict(
+        overrides=args.config_overrides,
+        border=args.border,
+        verbose=args.verbose,
+        infer_repeats=args.infer_repeats,
+    )
+
+
 def fit_preset(
     noisy: np.ndarray,
     psf: np.ndarray,

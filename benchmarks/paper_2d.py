@@ -533,16 +533,7 @@ def main(argv=None) -> dict:
         entry["methods"].update(rl_records)
         outputs["rl_best"] = rl_images["rl_best"]
         for preset in presets:
-            record, deconvolved = C.fit_preset(
-                noisy,
-                psf,
-                gt,
-                preset,
-                args.config_overrides,
-                border=args.border,
-                verbose=args.verbose,
-                infer_repeats=args.infer_repeats,
-            )
+            record, deconvolved = C.fit_preset(noisy, psf, gt, preset, **C.fit_options(args))
             entry["methods"][preset] = record
             if deconvolved is not None:
                 outputs[preset] = deconvolved

@@ -369,16 +369,7 @@ def main(argv=None) -> dict:
     _print("rl_best", result["methods"]["rl_best"])
     write("partial" if args.methods else "complete")
     for i, preset in enumerate(args.methods, 1):
-        record, deconvolved = C.fit_preset(
-            noisy,
-            psf,
-            gt,
-            preset,
-            args.config_overrides,
-            border=args.border,
-            verbose=args.verbose,
-            infer_repeats=args.infer_repeats,
-        )
+        record, deconvolved = C.fit_preset(noisy, psf, gt, preset, **C.fit_options(args))
         result["methods"][preset] = record
         if deconvolved is not None:
             volumes[preset] = deconvolved
