@@ -286,10 +286,7 @@ def run_forward_models(args) -> list[dict]:
                     min_sample=args.min_sample,
                 )
                 ref = point.get("fft", {}).get("output")
-                # auto vs the faster of fft and direct (fft when direct was not run).
-                faster = "fft"
-                if "direct" in point and point["direct"]["median_s"] < point["fft"]["median_s"]:
-                    faster = "direct"
+                faster = _faster(point)
                 ab = None
                 if "auto" in compiled:
                     ab = _ab_ratio(
@@ -324,7 +321,6 @@ def run_forward_models(args) -> list[dict]:
                         if method == "auto":
                             same = program.get("auto") == program.get(rec["runs_as"])
                             rec["same_program_as_runs_as"] = same
-                            rec["faster"] = faster
                             rec["ab_vs_faster"] = ab
                     else:
                         predicted, base = extrapolated[method]
@@ -409,13 +405,17 @@ def crossover(records: list[dict]) -> list[dict]:
     return result
 
 
+def _faster(m: dict) -> str:
+    """The faster of fft and direct by median ("fft" on a tie or when direct was not run)."""
+    return min(("fft", "direct"), key=lambda n: m[n]["median_s"] if n in m else math.inf)
+
+
 def _auto_ratio(m: dict) -> float:
     """auto's time / the faster method's: A/B alternation, else the ratio of medians."""
     ab = m["auto"].get("ab_vs_faster")
     if ab is not None:
         return ab["ratio"]
-    faster = min(("fft", "direct"), key=lambda n: m[n]["median_s"])
-    return m["auto"]["median_s"] / m[faster]["median_s"]
+    return m["auto"]["median_s"] / m[_faster(m)]["median_s"]
 
 
 def auto_summary(records: list[dict]) -> dict:
@@ -423,7 +423,7 @@ def auto_summary(records: list[dict]) -> dict:
     table = _table(records)
     rows = []
     for (shape, direction, k), m in table.items():
-        faster = "fft" if m["fft"]["median_s"] <= m["direct"]["median_s"] else "direct"
+        faster = _faster(m)
         auto, best = m["auto"], m[faster]
         rows.append(
             {

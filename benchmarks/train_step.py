@@ -137,21 +137,20 @@ def direct_conv_cost(shape, k: int, batch: int) -> float:
 def psf_method_cases(cfg3: Config, shape3, psfs: dict, *, repeats: int, max_call: float):
     """The whole 3D train step with the forward model by FFT and by direct convolution.
 
-    ``psfs`` maps a label (the kernel size) to a PSF. A
-    direct step predicted slower than ``max_call`` seconds is not run: its time is the FFT
-    step plus the direct blur's forward+backward cost, measured on a 5³ kernel over the
-    same patches and scaled by kernel volume (flagged ``extrapolated``).
+    ``psfs`` maps a label (the kernel size) to a PSF. A direct step predicted slower than
+    ``max_call`` seconds is not run: its time is the FFT step plus the direct blur's
+    forward+backward cost, measured on a 5³ kernel over the same patches and scaled by
+    kernel volume (flagged ``extrapolated``).
     """
     run = dict(repeats=repeats, max_call=max_call)
-    patch3 = cfg3.patch_shape(3)
+    # Cost of the direct blur alone (forward+backward over the batch, both passes) on a 5³
+    # kernel: the same for every PSF, so measured once.
+    passes = 2 * cfg3.batch_size
+    small_cost = direct_conv_cost(cfg3.patch_shape(3), 5, passes)
     records = []
     for k, psf in psfs.items():
         fft = time_case(f"3d-psf{k}-fft", cfg3, psf, shape3, method="fft", conv3d="stacked", **run)
         records.append(fft)
-        # Cost of the direct blur alone (forward+backward over the batch, both passes),
-        # measured on a 5³ kernel and scaled by kernel volume.
-        passes = 2 * cfg3.batch_size
-        small_cost = direct_conv_cost(patch3, 5, passes)
         estimate = fft["step_min_s"] + small_cost * (psf.shape[0] / 5) ** 3
         if estimate <= max_call:
             rec = time_case(
