@@ -9,7 +9,6 @@ Markdown formatting. Not a public module: the scripts import it from their own f
 from __future__ import annotations
 
 import ast
-import dataclasses
 import datetime
 import json
 import math
@@ -17,7 +16,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Iterable, Sequence
@@ -36,7 +34,7 @@ import jaxlib  # noqa: E402
 import optax  # noqa: E402
 
 import jdeconv  # noqa: E402
-from jdeconv import Config  # noqa: E402
+from jdeconv import Config, _files  # noqa: E402
 from jdeconv.classic import make_richardson_lucy  # noqa: E402
 from jdeconv.metrics import (  # noqa: E402
     mutual_information,
@@ -78,7 +76,7 @@ def parse_overrides(items: Iterable[str] | None) -> dict:
     Values are Python literals (numbers, True/False/None, tuples, dicts) or bare strings;
     unknown field names raise ``SystemExit`` with the valid names.
     """
-    fields = {f.name for f in dataclasses.fields(Config)}
+    fields = Config.keywords()
     out = {}
     for item in items or ():
         key, sep, value = item.partition("=")
@@ -190,14 +188,7 @@ def machine_lines(info: dict) -> list[str]:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so a reader never sees half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _files.atomic_write_text(path, text)
 
 
 def _json_default(obj):

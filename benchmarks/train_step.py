@@ -48,7 +48,7 @@ from jdeconv import Config  # noqa: E402
 from jdeconv.forward import make_forward  # noqa: E402
 from jdeconv.losses import make_loss  # noqa: E402
 from jdeconv.psf import gaussian_psf  # noqa: E402
-from jdeconv.train import TrainState, make_optimizer, make_train_step  # noqa: E402
+from jdeconv.train import init_state, make_optimizer, make_train_step  # noqa: E402
 from jdeconv.unet import init_unet  # noqa: E402
 
 REFERENCE_PSFS = ("ssi_2d_17.npy", "gl_3d_17.npy", "gl_3d_31.npy")  # in <data>/psf
@@ -59,34 +59,30 @@ def build_step(cfg: Config, psf: np.ndarray, image_shape, *, method: str, conv3d
     unet_cfg = cfg.unet(ndim)
     if conv3d is not None:
         unet_cfg = dataclasses.replace(unet_cfg, conv3d=conv3d)
-    graphdef, params = init_unet(unet_cfg)  # as jdeconv.fit does
+    graphdef, params = init_unet(cfg.seed, unet_cfg)  # as jdeconv.fit does
     tx = make_optimizer(cfg)
     g = make_forward(psf, cfg.patch_shape(ndim), method=method, padding=cfg.padding)
+    loss = make_loss(cfg.loss, defaults={"lower": -3.0, "upper": 3.0})
     step = make_train_step(
-        graphdef,
-        make_loss(dict(cfg.loss_weights)),
-        g,
-        tx,
-        cfg,
-        key=jax.random.key(0),
-        bounds=(-3.0, 3.0),
+        graphdef, loss, tx, batch_size=cfg.batch_size, masks=cfg.masks, crop_border=cfg.crop_border
     )
-    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    state = init_state(params, tx)
     image = jax.random.normal(jax.random.key(1), image_shape, jnp.float32)
-    return step, state, image
+    key = jax.random.key(0)
+    return (lambda state: (key, state, image, g)), step, state
 
 
 def time_case(name, cfg, psf, image_shape, *, method, conv3d, repeats, max_call):
-    step, state, image = build_step(cfg, psf, image_shape, method=method, conv3d=conv3d)
+    args, step, state = build_step(cfg, psf, image_shape, method=method, conv3d=conv3d)
     t0 = time.perf_counter()
-    compiled = step.lower(state, image).compile()
+    compiled = step.lower(*args(state)).compile()
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
     xla_bytes = None
     if mem is not None:
         xla_bytes = mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
     t0 = time.perf_counter()
-    state, _ = compiled(state, image)
+    state, _ = compiled(*args(state))
     jax.block_until_ready(state.params)
     first = time.perf_counter() - t0
     times = [first]
@@ -94,7 +90,7 @@ def time_case(name, cfg, psf, image_shape, *, method, conv3d, repeats, max_call)
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            state, _ = compiled(state, image)
+            state, _ = compiled(*args(state))
             jax.block_until_ready(state.params)
             times.append(time.perf_counter() - t0)
     rec = {

@@ -1,20 +1,373 @@
-"""``Config``: every setting of a fit, frozen, typed, validated eagerly, with named presets."""
+"""``Config``: every setting of a fit, grouped by concern, frozen, validated eagerly.
+
+A :class:`Config` has a few top-level fields (``name``, ``seed``, ``steps``, ``loss``)
+and one frozen group per concern, CAREamics-style:
+
+==============  ========================  ==============================================
+group           class                     fields
+==============  ========================  ==============================================
+``network``     :class:`NetworkConfig`    base_channels, depth, norm, residual
+``data``        :class:`DataConfig`       patch_size, patch_size_z, batch_size,
+                                          normalization, percentiles
+``masks``       :class:`MaskConfig`       kind, fraction, replacement, noise_std
+``optim``       :class:`OptimConfig`      optimizer, learning_rate, weight_decay, schedule,
+                                          warmup_steps, decay_every, grad_clip
+``forward``     :class:`ForwardConfig`    method, padding, crop_border
+``validation``  :class:`ValidationConfig` fraction, every, selection_z, patience,
+                                          restore_best
+``inference``   :class:`InferenceConfig`  tta, tile_size, tile_halo, clip_output
+==============  ========================  ==============================================
+
+The common fields also read and write flat, under their historical names
+(``Config(steps=500, learning_rate=4e-4, mask_fraction=0.005)``, ``cfg.patch_size``,
+``cfg.replace(tta=False)``): see ``FLAT_FIELDS``. Every value is checked when the config
+is built (types, finiteness, ranges), before anything is traced or compiled.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from collections.abc import Mapping
+from typing import Literal, get_args
 
-from .forward import METHODS, PADDINGS
-from .losses import PRESETS, make_loss
-from .masks import MASK_KINDS, REPLACEMENTS, box_size
+from .losses import PRESETS, LossSpec, check_specs, loss_specs
 from .unet import UNetConfig
 
-__all__ = ["Config", "default_preset"]
+__all__ = [
+    "Config",
+    "NetworkConfig",
+    "DataConfig",
+    "MaskConfig",
+    "OptimConfig",
+    "ForwardConfig",
+    "ValidationConfig",
+    "InferenceConfig",
+    "FLAT_FIELDS",
+    "default_preset",
+]
 
-SCHEDULES = ("constant", "cosine", "step")
-OPTIMIZERS = ("adam", "adamw")
-NORMALIZATIONS = ("meanstd", "percentile")
+Schedule = Literal["constant", "cosine", "step"]
+Optimizer = Literal["adam", "adamw"]
+Normalization = Literal["meanstd", "percentile"]
+MaskKind = Literal["stratified", "bernoulli"]
+Replacement = Literal["noise", "zero", "local_mean"]
+Method = Literal["fft", "direct", "auto"]
+Padding = Literal["reflect", "zero", "periodic"]
+Norm = Literal["none", "group"]
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _choice(owner, name: str, kind) -> None:
+    value = getattr(owner, name)
+    choices = get_args(kind)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+
+
+def _integer(owner, name: str, *, minimum: int, allow_none: bool = False) -> None:
+    value = getattr(owner, name)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(
+            f"{name} must be an integer, got {value!r} ({type(value).__name__}); e.g. "
+            f"{name}={max(minimum, 1)}."
+        )
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    object.__setattr__(owner, name, int(value))
+
+
+def _real(
+    owner,
+    name: str,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_none: bool = False,
+) -> None:
+    value = getattr(owner, name)
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}.")
+    too_low = value <= low if low_open else value < low
+    too_high = value >= high if high_open else value > high
+    if too_low or too_high:
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ValueError(f"{name} must be in {lo}{low:g}, {high:g}{hi}, got {value:g}.")
+    object.__setattr__(owner, name, value)
+
+
+def _boolean(owner, name: str) -> None:
+    value = getattr(owner, name)
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+
+
+# ----------------------------------------------------------------------------- groups
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """The U-Net (see :class:`jdeconv.unet.UNetConfig`).
+
+    Attributes:
+      base_channels: channels at the first level, doubled at every level below.
+      depth: number of 2× downsamplings.
+      norm: "none" (needed for exact tiled inference) or "group" (GroupNorm).
+      residual: residual blocks.
+    """
+
+    base_channels: int = 16
+    depth: int = 3
+    norm: Norm = "none"
+    residual: bool = True
+
+    def __post_init__(self):
+        _integer(self, "base_channels", minimum=1)
+        _integer(self, "depth", minimum=1)
+        _choice(self, "norm", Norm)
+        _boolean(self, "residual")
+        self.unet(2)  # the network's own checks (depth range, groups)
+
+    @property
+    def multiple(self) -> int:
+        """Spatial sizes the network works on are padded to a multiple of this."""
+        return 2**self.depth
+
+    def unet(self, ndim: int) -> UNetConfig:
+        return UNetConfig(
+            ndim=ndim,
+            depth=self.depth,
+            base_channels=self.base_channels,
+            norm=self.norm,
+            residual=self.residual,
+            groups=min(8, self.base_channels),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Training patches and intensity normalisation.
+
+    Attributes:
+      patch_size: side of the square (YX) training patch.
+      patch_size_z: depth of 3D patches (``(patch_size_z, patch_size, patch_size)``).
+      batch_size: patches per step.
+      normalization: "meanstd" or "percentile" (``percentiles`` low/high mapped to 0/1).
+      percentiles: (low, high) for "percentile".
+    """
+
+    patch_size: int = 64
+    patch_size_z: int = 32
+    batch_size: int = 16
+    normalization: Normalization = "meanstd"
+    percentiles: tuple[float, float] = (0.1, 99.9)
+
+    def __post_init__(self):
+        _integer(self, "patch_size", minimum=1)
+        _integer(self, "patch_size_z", minimum=1)
+        _integer(self, "batch_size", minimum=1)
+        _choice(self, "normalization", Normalization)
+        try:
+            lo, hi = (float(p) for p in self.percentiles)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"percentiles must be two numbers, got {self.percentiles!r}.") from err
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 <= lo < hi <= 100):
+            raise ValueError(
+                f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}."
+            )
+        object.__setattr__(self, "percentiles", (lo, hi))
+
+    def patch_shape(self, ndim: int) -> tuple[int, ...]:
+        if ndim == 2:
+            return (self.patch_size, self.patch_size)
+        return (self.patch_size_z, self.patch_size, self.patch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class MaskConfig:
+    """Blind-spot masks (see :mod:`jdeconv.masks`).
+
+    Attributes:
+      kind: "stratified" (one pixel per box) or "bernoulli".
+      fraction: fraction of masked pixels, in (0, 0.5].
+      replacement: "noise" (N(0, noise_std)), "zero" or "local_mean".
+      noise_std: standard deviation of the replacement noise (standardised units).
+    """
+
+    kind: MaskKind = "stratified"
+    fraction: float = 0.02
+    replacement: Replacement = "noise"
+    noise_std: float = 0.2
+
+    def __post_init__(self):
+        _choice(self, "kind", MaskKind)
+        _real(self, "fraction", low=0.0, high=0.5, low_open=True)
+        _choice(self, "replacement", Replacement)
+        _real(self, "noise_std", low=0.0, high=100.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """The optimiser and learning-rate schedule.
+
+    Attributes:
+      optimizer: "adam" or "adamw" (``weight_decay`` for adamw).
+      learning_rate: peak learning rate, in (0, 1].
+      schedule: "constant", "cosine" (warm-up then cosine decay to 1 % over ``steps``) or
+        "step" (halve every ``decay_every`` steps, as Papkov et al.).
+      warmup_steps, decay_every: schedule settings.
+      grad_clip: global-norm clipping, or None.
+    """
+
+    optimizer: Optimizer = "adam"
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: Schedule = "cosine"
+    warmup_steps: int = 50
+    decay_every: int = 500
+    grad_clip: float | None = 1.0
+
+    def __post_init__(self):
+        _choice(self, "optimizer", Optimizer)
+        _real(self, "learning_rate", low=0.0, high=1.0, low_open=True)
+        _real(self, "weight_decay", low=0.0, high=1.0)
+        _choice(self, "schedule", Schedule)
+        _integer(self, "warmup_steps", minimum=0)
+        _integer(self, "decay_every", minimum=1)
+        _real(self, "grad_clip", low=0.0, low_open=True, allow_none=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardConfig:
+    """The PSF forward model (see :func:`jdeconv.make_forward`).
+
+    Attributes:
+      method: "fft", "direct" or "auto".
+      padding: "reflect", "zero" or "periodic".
+      crop_border: compute losses only where ``g`` sees real pixels (patch minus half the
+        PSF on each side) instead of over the padded border.
+    """
+
+    method: Method = "auto"
+    padding: Padding = "reflect"
+    crop_border: bool = True
+
+    def __post_init__(self):
+        _choice(self, "method", Method)
+        _choice(self, "padding", Padding)
+        _boolean(self, "crop_border")
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationConfig:
+    """Held-out pixels and model selection (see :mod:`jdeconv.selection`).
+
+    Attributes:
+      fraction: fraction of pixels held out from training, in [0, 0.5); their blind-spot
+        loss is tracked in ``history["val_loss"]`` (0 disables it).
+      every: steps between validation evaluations.
+      selection_z: a later model is kept unless its held-out residuals are worse than the
+        best model's by more than this many standard errors (paired test).
+      patience: stop after this many significantly worse evaluations in a row (None:
+        never).
+      restore_best: return the kept parameters instead of the last. Off by default: the
+        held-out loss is measured after the PSF and in our runs it did not track the
+        deconvolved image's quality (benchmarks/results/model_selection-*.md).
+    """
+
+    fraction: float = 0.01
+    every: int = 25
+    selection_z: float = 2.0
+    patience: int | None = None
+    restore_best: bool = False
+
+    def __post_init__(self):
+        _real(self, "fraction", low=0.0, high=0.5, high_open=True)
+        _integer(self, "every", minimum=1)
+        _real(self, "selection_z", low=0.0)
+        _integer(self, "patience", minimum=1, allow_none=True)
+        _boolean(self, "restore_best")
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceConfig:
+    """Applying the trained network (see :mod:`jdeconv.predict`).
+
+    Attributes:
+      tta: average the 8 (2D) / 16 (3D) rotations/flips.
+      tile_size: tiled inference with windows of this size per axis (None: whole image).
+      tile_halo: context around each tile's core; with ``norm="none"`` tiled and whole
+        results agree to float rounding when it covers the receptive field (64 does for
+        depth 3).
+      clip_output: clip the deconvolved image to the input's range.
+    """
+
+    tta: bool = True
+    tile_size: int | None = None
+    tile_halo: int = 64
+    clip_output: bool = False
+
+    def __post_init__(self):
+        _boolean(self, "tta")
+        _integer(self, "tile_size", minimum=1, allow_none=True)
+        _integer(self, "tile_halo", minimum=0)
+        _boolean(self, "clip_output")
+
+
+_GROUPS: dict[str, type] = {
+    "network": NetworkConfig,
+    "data": DataConfig,
+    "masks": MaskConfig,
+    "optim": OptimConfig,
+    "forward": ForwardConfig,
+    "validation": ValidationConfig,
+    "inference": InferenceConfig,
+}
+
+#: Flat (historical) names of grouped fields: ``name -> (group, field)``.
+FLAT_FIELDS: dict[str, tuple[str, str]] = {
+    **{f: ("network", f) for f in ("base_channels", "depth", "norm", "residual")},
+    **{
+        f: ("data", f)
+        for f in ("patch_size", "patch_size_z", "batch_size", "normalization", "percentiles")
+    },
+    "mask_kind": ("masks", "kind"),
+    "mask_fraction": ("masks", "fraction"),
+    "mask_replacement": ("masks", "replacement"),
+    "mask_noise_std": ("masks", "noise_std"),
+    **{
+        f: ("optim", f)
+        for f in (
+            "optimizer",
+            "learning_rate",
+            "weight_decay",
+            "schedule",
+            "warmup_steps",
+            "decay_every",
+            "grad_clip",
+        )
+    },
+    "forward_method": ("forward", "method"),
+    "padding": ("forward", "padding"),
+    "crop_border": ("forward", "crop_border"),
+    "validation_fraction": ("validation", "fraction"),
+    "validate_every": ("validation", "every"),
+    **{f: ("validation", f) for f in ("selection_z", "patience", "restore_best")},
+    **{f: ("inference", f) for f in ("tta", "tile_size", "tile_halo", "clip_output")},
+}
 
 # Settings that differ between presets (the loss weights come from losses.PRESETS).
 # noise2self: a denser mask (2 %, box 7 in 2D) measured better than the 0.5 % of
@@ -27,15 +380,6 @@ _PRESET_SETTINGS: dict[str, dict[str, object]] = {
     "noise2same_d": {"mask_fraction": 0.005, "steps": 300},
 }
 
-
-def default_preset(ndim: int) -> str:
-    """The preset ``fit`` uses when no config is given, by dimensionality.
-
-    Chosen from our benchmarks (benchmarks/results/): see README "Which preset".
-    """
-    return "noise2same_d" if ndim == 2 else "noise2same"
-
-
 # Settings of the default 3D config that differ from the 2D one, sized for a CPU: one
 # step of batch 4 × 32×64×64 took 13.9 s on one core, batch 2 × 32×48×48 about 3 s
 # (benchmarks/results/train_step-cpu.md, paper_3d-cpu.md). On a GPU raise them (Papkov
@@ -43,143 +387,153 @@ def default_preset(ndim: int) -> str:
 _DEFAULT_3D = {"batch_size": 2, "patch_size": 48, "patch_size_z": 32, "steps": 300}
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-    """Settings of :func:`jdeconv.fit`.
+def default_preset(ndim: int) -> str:
+    """The preset ``fit`` uses when no config is given, by dimensionality.
 
-    Build one with ``Config.preset("noise2same_d", steps=500, seed=0)``; unknown or
-    invalid values raise ``ValueError`` at construction, before any tracing.
+    Chosen from our benchmarks (benchmarks/results/): see README "Which preset".
+
+    Example:
+      >>> default_preset(2)
+      'noise2same_d'
+    """
+    return "noise2same_d" if ndim == 2 else "noise2same"
+
+
+_TOP = ("name", "seed", "steps", "loss")
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Config:
+    """Settings of :func:`jdeconv.fit` (module docstring: the groups and flat names).
+
+    Build one with ``Config.preset("noise2same_d", steps=500, seed=0)`` or
+    ``Config(loss_weights={"bsp": 1.0}, steps=200)``; invalid values raise ``ValueError``
+    at construction, before any tracing.
 
     Attributes:
       name: the preset this config started from (informational; "custom" otherwise).
-      loss_weights: ``((term, weight), ...)``; a dict is accepted and converted.
-      seed: seeds network initialisation, patch sampling and masks.
-      steps: maximum number of training steps.
-      patch_size: side of the square (YX) training patch; 3D patches are
-        ``(patch_size_z, patch_size, patch_size)``.
-      patch_size_z: depth of 3D patches.
-      batch_size: patches per step.
-      optimizer: "adam" or "adamw"; ``weight_decay`` for adamw.
-      learning_rate, schedule, warmup_steps, decay_every: "constant", "cosine" (warm-up
-        then cosine decay to 1 % over ``steps``) or "step" (halve every ``decay_every``
-        steps, as Papkov et al.).
-      grad_clip: global-norm clipping, or None.
-      base_channels, depth, norm, residual: the U-Net (see :class:`jdeconv.unet.UNetConfig`).
-      mask_kind, mask_fraction, mask_replacement, mask_noise_std: blind-spot masks.
-      normalization: "meanstd" or "percentile" (``percentiles`` low/high mapped to 0/1).
-      forward_method, padding: the PSF forward model (see :func:`jdeconv.make_forward`).
-      crop_border: compute losses only where ``g`` sees real pixels (patch minus half the
-        PSF on each side) instead of over the padded border.
-      validation_fraction: fraction of pixels held out from training; their blind-spot loss
-        is tracked in ``history["val_loss"]`` (0 disables it).
-      validate_every: steps between validation evaluations.
-      selection_z: a later model is kept unless its held-out residuals are worse than the
-        best model's by more than this many standard errors (paired test).
-      patience: stop after this many significantly worse evaluations in a row (None:
-        never).
-      restore_best: return the kept parameters (see ``selection_z``) instead of the last.
-        Off by default, like ``patience``: the held-out loss is measured after the PSF and
-        in our runs it did not track the deconvolved image's quality (it rose while the
-        ground-truth PSNR rose: benchmarks/results/model_selection-*.md), so ``fit``
-        trains the whole schedule and returns the last parameters unless asked.
-      tta: average the 8 (2D) / 16 (3D) rotations/flips at inference.
-      tile_size, tile_halo: tiled inference with windows of ``tile_size`` per axis, each
-        with ``tile_halo`` pixels of context around the part it contributes (None: whole
-        image at once). With ``norm="none"`` tiled and whole results agree to float
-        rounding when the halo covers the receptive field (64 does for depth 3).
-      clip_output: clip the deconvolved image to the input's range.
+      seed: seeds network initialisation, patch sampling, masks and held-out pixels.
+      steps: number of training steps.
+      loss: the weighted terms, as :class:`jdeconv.losses.LossSpec` (``loss_weights`` is
+        the flat ``((name, weight), ...)`` view and override).
+      network, data, masks, optim, forward, validation, inference: the groups.
+
+    Example:
+      >>> cfg = Config.preset("noise2self", steps=200, learning_rate=4e-4)
+      >>> cfg.optim.learning_rate, cfg.learning_rate, cfg.steps
+      (0.0004, 0.0004, 200)
     """
 
-    name: str = "custom"
-    loss_weights: tuple[tuple[str, float], ...] = (("bsp", 1.0),)
-    seed: int = 0
-    steps: int = 1000
-    patch_size: int = 64
-    patch_size_z: int = 32
-    batch_size: int = 16
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    warmup_steps: int = 50
-    decay_every: int = 500
-    grad_clip: float | None = 1.0
-    base_channels: int = 16
-    depth: int = 3
-    norm: str = "none"
-    residual: bool = True
-    mask_kind: str = "stratified"
-    mask_fraction: float = 0.02
-    mask_replacement: str = "noise"
-    mask_noise_std: float = 0.2
-    normalization: str = "meanstd"
-    percentiles: tuple[float, float] = (0.1, 99.9)
-    forward_method: str = "auto"
-    padding: str = "reflect"
-    crop_border: bool = True
-    validation_fraction: float = 0.01
-    validate_every: int = 25
-    selection_z: float = 2.0
-    patience: int | None = None
-    restore_best: bool = False
-    tta: bool = True
-    tile_size: int | None = None
-    tile_halo: int = 64
-    clip_output: bool = False
+    name: str
+    seed: int
+    steps: int
+    loss: tuple[LossSpec, ...]
+    network: NetworkConfig
+    data: DataConfig
+    masks: MaskConfig
+    optim: OptimConfig
+    forward: ForwardConfig
+    validation: ValidationConfig
+    inference: InferenceConfig
 
-    def __post_init__(self):
-        weights = self.loss_weights
-        if isinstance(weights, Mapping):
-            weights = tuple((str(k), float(v)) for k, v in weights.items())
-            object.__setattr__(self, "loss_weights", weights)
-        make_loss(dict(weights))  # raises for unknown terms or empty weights
-        object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("normalization", self.normalization, NORMALIZATIONS)
-        _check_choice("mask_kind", self.mask_kind, MASK_KINDS)
-        _check_choice("mask_replacement", self.mask_replacement, REPLACEMENTS)
-        _check_choice("forward_method", self.forward_method, METHODS)
-        _check_choice("padding", self.padding, PADDINGS)
-        for name in ("steps", "patch_size", "patch_size_z", "batch_size", "validate_every"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}.")
-        for name in ("warmup_steps", "tile_halo", "seed"):
-            if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        if self.patch_size % 2**self.depth or self.patch_size_z % 2**self.depth:
+    def __init__(
+        self,
+        *,
+        name: str = "custom",
+        seed: int = 0,
+        steps: int = 1000,
+        loss=(LossSpec("bsp", 1.0),),
+        network: NetworkConfig | Mapping | None = None,
+        data: DataConfig | Mapping | None = None,
+        masks: MaskConfig | Mapping | None = None,
+        optim: OptimConfig | Mapping | None = None,
+        forward: ForwardConfig | Mapping | None = None,
+        validation: ValidationConfig | Mapping | None = None,
+        inference: InferenceConfig | Mapping | None = None,
+        loss_weights=None,
+        _check_terms: bool = True,
+        **flat,
+    ):
+        unknown = sorted(set(flat) - set(FLAT_FIELDS))
+        if unknown:
+            valid = sorted(Config.keywords())
+            raise ValueError(f"unknown Config fields {unknown}; valid fields: {valid}.")
+        given = dict(
+            network=network,
+            data=data,
+            masks=masks,
+            optim=optim,
+            forward=forward,
+            validation=validation,
+            inference=inference,
+        )
+        changes: dict[str, dict] = {g: {} for g in _GROUPS}
+        for key, value in flat.items():
+            group, field = FLAT_FIELDS[key]
+            changes[group][field] = value
+        for group, cls in _GROUPS.items():
+            value = given[group]
+            if value is None:
+                value = cls()
+            elif isinstance(value, Mapping):
+                value = _group_from_dict(cls, group, value)
+            elif not isinstance(value, cls):
+                raise ValueError(
+                    f"{group} must be a {cls.__name__} or a dict, got {type(value).__name__}."
+                )
+            if changes[group]:
+                value = dataclasses.replace(value, **changes[group])
+            object.__setattr__(self, group, value)
+        if not isinstance(name, str):
+            raise ValueError(f"name must be a string, got {name!r}.")
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "seed", seed)
+        object.__setattr__(self, "steps", steps)
+        _integer(self, "seed", minimum=0)
+        _integer(self, "steps", minimum=1)
+        specs = loss_specs(loss_weights if loss_weights is not None else loss)
+        if _check_terms:
+            check_specs(specs)
+        object.__setattr__(self, "loss", specs)
+        self._check_across_groups()
+
+    def _check_across_groups(self):
+        m = self.network.multiple
+        if self.data.patch_size % m or self.data.patch_size_z % m:
             raise ValueError(
-                f"patch sizes ({self.patch_size}, z {self.patch_size_z}) must be multiples of "
-                f"2**depth = {2**self.depth}."
+                f"patch sizes ({self.data.patch_size}, z {self.data.patch_size_z}) must be "
+                f"multiples of 2**depth = {m}."
             )
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}.")
-        box_size(self.mask_fraction, 2)  # validates the fraction
-        if not 0 <= self.validation_fraction < 0.5:
-            raise ValueError(
-                f"validation_fraction must be in [0, 0.5), got {self.validation_fraction}."
-            )
-        lo, hi = self.percentiles
-        if not 0 <= lo < hi <= 100:
-            raise ValueError(
-                f"percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles}."
-            )
-        if not self.selection_z >= 0:
-            raise ValueError(f"selection_z must be >= 0, got {self.selection_z}.")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 or None, got {self.patience}.")
-        if self.tile_size is not None and self.tile_size < 2**self.depth:
-            raise ValueError(f"tile_size must be at least 2**depth = {2**self.depth}.")
-        self.unet(2)  # validates the network settings
+        if self.inference.tile_size is not None and self.inference.tile_size < m:
+            raise ValueError(f"tile_size must be at least 2**depth = {m}.")
+
+    def __getattr__(self, attr):
+        # Only reached when normal lookup fails: the flat views of grouped fields.
+        if attr in FLAT_FIELDS:
+            group, field = FLAT_FIELDS[attr]
+            return getattr(object.__getattribute__(self, group), field)
+        if attr == "loss_weights":
+            return tuple((s.name, s.weight) for s in object.__getattribute__(self, "loss"))
+        raise AttributeError(f"'Config' object has no attribute {attr!r}")
+
+    @staticmethod
+    def keywords() -> frozenset[str]:
+        """Every keyword ``Config(...)``, ``preset`` and ``replace`` accept.
+
+        Example:
+          >>> {"steps", "learning_rate", "optim"} <= Config.keywords()
+          True
+        """
+        return frozenset({*_TOP, *_GROUPS, *FLAT_FIELDS, "loss_weights"})
 
     @classmethod
     def preset(cls, name: str, **overrides) -> Config:
-        """A named preset with optional overrides.
+        """A named preset with optional overrides (flat or grouped fields).
 
         Args:
-          name: "noise2self" (Kobayashi et al. 2020), "noise2same" (Papkov et al., invariance
-            after the PSF, their best in 3D) or "noise2same_d" (before the PSF, their best in
-            2D).
+          name: "noise2self" (Kobayashi et al. 2020), "noise2same" (Papkov et al.,
+            invariance after the PSF, their best in 3D) or "noise2same_d" (before the PSF,
+            their best in 2D).
           **overrides: any field, e.g. ``steps=500, seed=0``.
 
         Example:
@@ -188,11 +542,7 @@ class Config:
         """
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {list(PRESETS)}.")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ValueError(f"unknown Config fields {unknown}; valid fields: {sorted(fields)}.")
-        settings = {"name": name, "loss_weights": tuple(PRESETS[name].items())}
+        settings: dict[str, object] = {"name": name, "loss": loss_specs(name)}
         settings.update(_PRESET_SETTINGS[name])
         settings.update(overrides)
         return cls(**settings)
@@ -212,39 +562,57 @@ class Config:
         return cls.preset(default_preset(ndim), **settings)
 
     def replace(self, **changes) -> Config:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with some fields changed, flat or grouped (validated again).
+
+        Example:
+          >>> Config().replace(tta=False).inference.tta
+          False
+        """
+        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if "loss_weights" in changes:
+            settings.pop("loss")
+        settings.update(changes)
+        return Config(**settings)
 
     def unet(self, ndim: int) -> UNetConfig:
-        return UNetConfig(
-            ndim=ndim,
-            depth=self.depth,
-            base_channels=self.base_channels,
-            norm=self.norm,
-            residual=self.residual,
-            groups=min(8, self.base_channels),
-        )
+        """The network's :class:`~jdeconv.unet.UNetConfig` for ``ndim`` spatial axes."""
+        return self.network.unet(ndim)
 
     def patch_shape(self, ndim: int) -> tuple[int, ...]:
-        if ndim == 2:
-            return (self.patch_size, self.patch_size)
-        return (self.patch_size_z, self.patch_size, self.patch_size)
+        """The training patch shape for ``ndim`` spatial axes."""
+        return self.data.patch_shape(ndim)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["loss_weights"] = dict(self.loss_weights)
-        d["percentiles"] = list(self.percentiles)
+        """A JSON-ready nested dict (see :meth:`from_dict`)."""
+        d = {"name": self.name, "seed": self.seed, "steps": self.steps}
+        d["loss"] = [s.to_dict() for s in self.loss]
+        for group in _GROUPS:
+            d[group] = dataclasses.asdict(getattr(self, group))
+        d["data"]["percentiles"] = list(self.data.percentiles)
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> Config:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - fields)
-        if unknown:
-            raise ValueError(f"unknown Config fields {unknown}.")
-        return cls(**d)
+    def from_dict(cls, d: Mapping, *, check_terms: bool = True) -> Config:
+        """Rebuild a config from :meth:`to_dict` output, or from the flat dict of format 1.
+
+        Args:
+          d: the dict.
+          check_terms: require every loss term to be registered in this process (a saved
+            model is loaded with False: inference needs no loss).
+        """
+        d = dict(d)
+        if "loss" in d and not isinstance(d["loss"], str):
+            d["loss"] = tuple(LossSpec.from_dict(s) if isinstance(s, Mapping) else s
+                              for s in d["loss"])
+        return cls(**d, _check_terms=check_terms)
 
 
-def _check_choice(name, value, choices):
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+def _group_from_dict(cls, group: str, values: Mapping):
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"unknown {group} fields {unknown}; valid: {sorted(fields)}.")
+    values = dict(values)
+    if "percentiles" in values:
+        values["percentiles"] = tuple(values["percentiles"])
+    return cls(**values)

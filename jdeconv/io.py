@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import tempfile
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 import numpy as np
+
+from ._files import atomic_write
 
 __all__ = [
     "ImageMetadata",
@@ -559,9 +559,9 @@ def write_image(path, array, *, metadata: ImageMetadata | None = None, dtype=Non
         )
 
     if suffix == ".npy":
-        _atomic_write(path, lambda tmp: _save_npy(tmp, arr))
+        atomic_write(path, lambda tmp: _save_npy(tmp, arr))
     else:
-        _atomic_write(path, lambda tmp: _write_tiff(tmp, arr, metadata, ome=_is_ome(path)))
+        atomic_write(path, lambda tmp: _write_tiff(tmp, arr, metadata, ome=_is_ome(path)))
     return path
 
 
@@ -606,29 +606,3 @@ def _write_tiff(tmp: str, arr: np.ndarray, metadata: ImageMetadata, *, ome: bool
     if dz is not None:
         meta.update(spacing=dz, unit="um")
     tifffile.imwrite(tmp, arr, metadata=meta, photometric="minisblack", **kwargs)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # the data reach the disk before the rename makes them visible
-        finally:
-            os.close(fd)
-        # mkstemp creates the file private (0600); give it the permissions a normal
-        # open() would have given.
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

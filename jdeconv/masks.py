@@ -75,16 +75,23 @@ def bernoulli_mask(key: jax.Array, shape, *, fraction: float = 0.005) -> jax.Arr
     return jax.random.bernoulli(key, _check_fraction(fraction), tuple(shape))
 
 
-def _local_mean(x: jax.Array) -> jax.Array:
-    # Mean of the 3^ndim - 1 neighbours, with the image mirrored at its border.
-    padded = jnp.pad(x, 1, mode="symmetric")
+def _local_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
+    # Mean of the unmasked pixels among the 3^ndim - 1 neighbours, the image mirrored at
+    # its border. Masked neighbours are left out so that no masked value reaches the
+    # replacement (otherwise a held-out pixel leaks into its neighbour's fill); a pixel
+    # whose neighbours are all masked gets 0, the standardised mean.
+    keep = (~mask).astype(x.dtype)
+    values = jnp.pad(x * keep, 1, mode="symmetric")
+    weights = jnp.pad(keep, 1, mode="symmetric")
     total = jnp.zeros_like(x)
+    count = jnp.zeros_like(x)
     centre = (1,) * x.ndim
     for shift in itertools.product(range(3), repeat=x.ndim):
         if shift != centre:
             window = tuple(slice(s, s + n) for s, n in zip(shift, x.shape, strict=True))
-            total = total + padded[window]
-    return total / (3**x.ndim - 1)
+            total = total + values[window]
+            count = count + weights[window]
+    return jnp.where(count > 0, total / jnp.maximum(count, 1.0), 0.0)
 
 
 def replace_masked(
@@ -102,7 +109,8 @@ def replace_masked(
       x: standardised image, ``(*spatial)``.
       mask: bool array of the same shape.
       replacement: ``"noise"`` (N(0, noise_std), Noise2Same), ``"zero"`` (SSI), or
-        ``"local_mean"`` (mean of the 3^ndim - 1 neighbours).
+        ``"local_mean"`` (mean of the unmasked pixels among the 3^ndim - 1
+        neighbours: no masked value reaches any replacement).
       noise_std: standard deviation for ``"noise"``, in standardised units.
     """
     if replacement == "noise":
@@ -110,7 +118,7 @@ def replace_masked(
     elif replacement == "zero":
         fill = jnp.zeros_like(x)
     elif replacement == "local_mean":
-        fill = _local_mean(x)
+        fill = _local_mean(x, mask)
     else:
         raise ValueError(f"replacement must be one of {REPLACEMENTS}, got {replacement!r}.")
     return jnp.where(mask, fill, x)

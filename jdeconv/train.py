@@ -1,15 +1,19 @@
 """The jitted train step: patch sampling, both passes, the loss, the gradient, the update.
 
-``make_train_step`` returns one pure function ``step(state, image) -> (state, metrics)``
-compiled once with ``jax.jit`` and donating the carried :class:`TrainState`. Inside it,
-patches are cut from the standardised training image with ``jax.vmap`` over per-patch
-keys (random crop, then rot90/flip; in 3D flips on every axis and rot90 in YX only), one
-mask is drawn per patch, the network runs once or twice (only the passes the loss needs),
-the forward model is vmapped over the batch, and optax applies the update.
+``make_train_step`` returns one pure function ``step(key, state, image, g) ->
+(state, metrics)`` compiled once with ``jax.jit`` and donating the carried
+:class:`TrainState`. The forward model ``g`` (a pytree: its PSF and OTF are leaves) is an
+argument, so a new PSF of the same shape reuses the compiled step. Inside it, patches are
+cut from the standardised training image with ``jax.vmap`` over per-patch keys (random
+crop, then rot90/flip; in 3D flips on every axis and rot90 in YX only), one mask is drawn
+per patch, the network runs once or twice (only the passes the loss needs), the forward
+model is vmapped over the batch, and optax applies the update. Step ``t`` draws its
+randomness from ``fold_in(key, t)``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -19,18 +23,18 @@ import optax
 from flax import nnx
 from jax import lax
 
-from .config import Config
+from .config import Config, MaskConfig
 from .forward import ForwardModel
 from .losses import MASKED, UNMASKED, Loss, Passes
 from .masks import mask_and_replace
+from .unet import apply_network
 
 __all__ = [
     "TrainState",
     "make_optimizer",
     "sample_patch",
     "make_train_step",
-    "make_validation_fn",
-    "apply_network",
+    "init_state",
 ]
 
 
@@ -42,27 +46,43 @@ class TrainState(NamedTuple):
     step: jax.Array
 
 
+def init_state(params, tx: optax.GradientTransformation) -> TrainState:
+    """The state before the first step.
+
+    Example:
+      >>> tx = optax.adam(1e-3)
+      >>> int(init_state({"w": jnp.zeros(2)}, tx).step)
+      0
+    """
+    return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+
+
 def make_optimizer(cfg: Config) -> optax.GradientTransformation:
-    """The optax optimiser and learning-rate schedule of ``cfg``."""
-    lr = cfg.learning_rate
-    if cfg.schedule == "constant":
+    """The optax optimiser and learning-rate schedule of ``cfg`` (its ``optim`` group).
+
+    Example:
+      >>> tx = make_optimizer(Config.preset("noise2self", steps=10))
+    """
+    o = cfg.optim
+    lr = o.learning_rate
+    if o.schedule == "constant":
         schedule = optax.constant_schedule(lr)
-    elif cfg.schedule == "cosine":
+    elif o.schedule == "cosine":
         schedule = optax.warmup_cosine_decay_schedule(
             init_value=lr * 0.01,
             peak_value=lr,
-            warmup_steps=min(cfg.warmup_steps, max(cfg.steps - 1, 0)),
+            warmup_steps=min(o.warmup_steps, max(cfg.steps - 1, 0)),
             decay_steps=max(cfg.steps, 1),
             end_value=lr * 0.01,
         )
     else:  # "step": halve every decay_every steps (Papkov et al.)
-        schedule = optax.exponential_decay(lr, cfg.decay_every, 0.5, staircase=True)
-    if cfg.optimizer == "adamw":
-        opt = optax.adamw(schedule, weight_decay=cfg.weight_decay)
+        schedule = optax.exponential_decay(lr, o.decay_every, 0.5, staircase=True)
+    if o.optimizer == "adamw":
+        opt = optax.adamw(schedule, weight_decay=o.weight_decay)
     else:
         opt = optax.adam(schedule)
-    if cfg.grad_clip is not None:
-        opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), opt)
+    if o.grad_clip is not None:
+        opt = optax.chain(optax.clip_by_global_norm(o.grad_clip), opt)
     return opt
 
 
@@ -76,6 +96,10 @@ def sample_patch(key: jax.Array, image: jax.Array, patch_shape, *, augment: bool
 
     Augmentation: rot90 in the YX plane (square YX patches), and a flip of every axis in
     3D (Y only in 2D, which with the 4 rotations gives all 8 symmetries of the square).
+
+    Example:
+      >>> sample_patch(jax.random.key(0), jnp.zeros((20, 24)), (8, 8)).shape
+      (8, 8)
     """
     crop_key, rot_key, flip_key = jax.random.split(key, 3)
     highs = jnp.array([n - p + 1 for n, p in zip(image.shape, patch_shape, strict=True)])
@@ -91,12 +115,6 @@ def sample_patch(key: jax.Array, image: jax.Array, patch_shape, *, augment: bool
     return patch
 
 
-def apply_network(graphdef, params, x: jax.Array) -> jax.Array:
-    """Run the network on a batch ``(B, *spatial)`` and return ``(B, *spatial)``."""
-    model = nnx.merge(graphdef, params)
-    return model(x[..., None])[..., 0]
-
-
 def _interior(border):
     def crop(a):
         if a is None or jnp.ndim(a) == 0:
@@ -109,39 +127,49 @@ def _interior(border):
 def make_train_step(
     graphdef,
     loss: Loss,
-    forward: ForwardModel,
     tx: optax.GradientTransformation,
-    cfg: Config,
-    *,
-    key: jax.Array,
-    bounds: tuple[float, float],
+    *args,
+    batch_size: int | None = None,
+    masks: MaskConfig | None = None,
+    crop_border: bool = True,
+    **legacy,
 ) -> Callable:
-    """Build the jitted step ``step(state, image) -> (new_state, metrics)``.
+    """Build the jitted step ``step(key, state, image, g) -> (new_state, metrics)``.
 
     Args:
       graphdef: the network's graph definition (``nnx.split``).
-      loss: the composed loss; its ``needs`` decides which passes run.
-      forward: the forward model for one patch (``forward.shape`` is the patch shape).
+      loss: the composed loss, its terms bound (the bounds of ``bound``/``bound_d`` too);
+        its ``needs`` decides which passes run.
       tx: the optax optimiser.
-      cfg: mask and patch settings.
-      key: base key; step ``t`` uses ``fold_in(key, t)``.
-      bounds: ``(lower, upper)`` intensity bounds in standardised units (bound terms).
+      batch_size: patches per step.
+      masks: blind-spot mask settings (a :class:`jdeconv.config.MaskConfig`).
+      crop_border: compute the loss only where ``g`` sees real pixels.
 
     Returns:
-      A jitted function donating ``state``. ``metrics`` holds the total loss and each
-      term, batch-averaged.
+      A jitted function donating ``state``. ``g`` is the forward model of one patch
+      (``g.shape`` is the patch shape); ``key`` is the run's base key. ``metrics`` holds
+      the total loss and each term, batch-averaged.
+
+    Example:
+      >>> from jdeconv.losses import make_loss
+      >>> from jdeconv.unet import UNetConfig, init_unet
+      >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4))
+      >>> tx = optax.adam(1e-3)
+      >>> step = make_train_step(graphdef, make_loss("noise2self"), tx, batch_size=2,
+      ...                        masks=MaskConfig())
     """
-    patch_shape = forward.shape
+    if args or legacy:
+        return _legacy_train_step(graphdef, loss, tx, *args, **legacy)
+    if batch_size is None or masks is None:
+        raise TypeError("make_train_step needs batch_size= and masks= (keyword-only).")
     need_unmasked = UNMASKED in loss.needs
     need_masked = MASKED in loss.needs
-    border = (
-        tuple(k // 2 for k in forward.psf.shape) if cfg.crop_border else (0,) * len(patch_shape)
-    )
-    crop = _interior(border)
-    lower, upper = bounds
-    g = jax.vmap(forward)
 
-    def loss_fn(params, patches, masked, mask):
+    def loss_fn(params, patches, masked, mask, g):
+        patch_shape = g.shape
+        border = tuple(k // 2 for k in g.psf.shape) if crop_border else (0,) * len(patch_shape)
+        crop = _interior(border)
+        gb = jax.vmap(g)
         deconvolved = reconvolved = deconvolved_masked = reconvolved_masked = None
         if need_unmasked and need_masked:
             # One network call on the stacked batch: both passes share the weights.
@@ -152,60 +180,62 @@ def make_train_step(
         else:
             deconvolved_masked = apply_network(graphdef, params, masked)
         if deconvolved is not None:
-            reconvolved = g(deconvolved)
+            reconvolved = gb(deconvolved)
         if deconvolved_masked is not None:
-            reconvolved_masked = g(deconvolved_masked)
+            reconvolved_masked = gb(deconvolved_masked)
         passes = Passes(
             *map(
                 crop,
                 (patches, mask, deconvolved, reconvolved, deconvolved_masked, reconvolved_masked),
-            ),
-            lower=lower,
-            upper=upper,
+            )
         )
         return loss(passes)
 
-    def step(state: TrainState, image: jax.Array):
+    def step(key: jax.Array, state: TrainState, image: jax.Array, g: ForwardModel):
         step_key = jax.random.fold_in(key, state.step)
-        patch_keys, mask_keys = jnp.split(jax.random.split(step_key, 2 * cfg.batch_size), 2)
-        patches = jax.vmap(lambda k: sample_patch(k, image, patch_shape))(patch_keys)
+        patch_keys, mask_keys = jnp.split(jax.random.split(step_key, 2 * batch_size), 2)
+        patches = jax.vmap(lambda k: sample_patch(k, image, g.shape))(patch_keys)
         masked, mask = jax.vmap(
             lambda k, p: mask_and_replace(
                 k,
                 p,
-                kind=cfg.mask_kind,
-                fraction=cfg.mask_fraction,
-                replacement=cfg.mask_replacement,
-                noise_std=cfg.mask_noise_std,
+                kind=masks.kind,
+                fraction=masks.fraction,
+                replacement=masks.replacement,
+                noise_std=masks.noise_std,
             )
         )(mask_keys, patches)
         (total, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params, patches, masked, mask
+            state.params, patches, masked, mask, g
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": total, **terms}
         return TrainState(params, opt_state, state.step + 1), metrics
 
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=1)
 
 
-def make_validation_fn(graphdef, forward_full: ForwardModel, held_out_index) -> Callable:
-    """Blind-spot residuals on held-out pixels: ``val(params, image_in, image)``.
-
-    Returns the squared residuals ``(g(f(image_in)) - image)**2`` at ``held_out_index``
-    (a tuple of index arrays, as from ``np.nonzero``). ``image_in`` is the training image
-    with the held-out pixels replaced, so the network never sees them; ``image`` is the
-    original standardised image. By Noise2Self's argument the mean is the error against
-    the noise-free blurred image plus the noise variance, so it ranks models without
-    ground truth; keeping per-pixel values allows paired comparisons between models.
-    """
-    index = tuple(jnp.asarray(i) for i in held_out_index)
-
-    @jax.jit
-    def validate(params, image_in, image):
-        deconvolved = apply_network(graphdef, params, image_in[None])[0]
-        reconvolved = forward_full(deconvolved)
-        return ((reconvolved - image) ** 2)[index]
-
-    return validate
+def _legacy_train_step(graphdef, loss, forward, tx, cfg, *, key, bounds=None):
+    # jdeconv 0.1: make_train_step(graphdef, loss, forward, tx, cfg, key=, bounds=) ->
+    # step(state, image). The bounds now live in the loss terms.
+    warnings.warn(
+        "make_train_step(graphdef, loss, forward, tx, cfg, key=, bounds=) is deprecated; "
+        "use make_train_step(graphdef, loss, tx, batch_size=, masks=, crop_border=) and "
+        "call step(key, state, image, g); bind the bounds with "
+        "make_loss(..., defaults={'lower': lo, 'upper': hi}).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    if bounds is not None:
+        lower, upper = bounds
+        loss = Loss(
+            tuple(
+                (name, w, term.bind(lower=lower, upper=upper) if term.accepts("lower") else term)
+                for name, w, term in loss.terms
+            )
+        )
+    step = make_train_step(
+        graphdef, loss, tx, batch_size=cfg.batch_size, masks=cfg.masks, crop_border=cfg.crop_border
+    )
+    return lambda state, image: step(key, state, image, forward)

@@ -15,13 +15,15 @@ Papkov et al. 96 base channels and depth 3 (~5.75 M) on a GPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["UNetConfig", "UNet", "init_unet", "count_params"]
+__all__ = ["UNetConfig", "UNet", "abstract_unet", "init_unet", "apply_network", "count_params"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,17 +201,72 @@ def count_params(model: nnx.Module) -> int:
     return sum(int(p.size) for p in jax.tree.leaves(params))
 
 
-def init_unet(cfg: UNetConfig, seed: int = 0):
+@functools.lru_cache(maxsize=16)
+def abstract_unet(cfg: UNetConfig):
+    """``(graphdef, abstract_params)`` of a U-Net: shapes and dtypes only, no arrays.
+
+    Built once per network shape (``cfg`` is a frozen, hashable config) and shared by
+    initialisation, loading and prediction.
+
+    Example:
+      >>> graphdef, params = abstract_unet(UNetConfig(ndim=2, depth=2, base_channels=8))
+      >>> jax.tree.leaves(params)[0].dtype
+      dtype('float32')
+    """
+    abstract = nnx.eval_shape(lambda: UNet(cfg, rngs=nnx.Rngs(0)))
+    return nnx.split(abstract, nnx.Param)
+
+
+def apply_network(graphdef, params, x: jax.Array) -> jax.Array:
+    """Run the network on a batch ``(B, *spatial)`` and return ``(B, *spatial)``.
+
+    Example:
+      >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4))
+      >>> apply_network(graphdef, params, jnp.zeros((1, 8, 8))).shape
+      (1, 8, 8)
+    """
+    model = nnx.merge(graphdef, params)
+    return model(x[..., None])[..., 0]
+
+
+def _seed_of(key) -> int | np.ndarray:
+    if isinstance(key, int | np.integer) and not isinstance(key, bool):
+        return int(key)
+    try:
+        return np.asarray(jax.random.key_data(key), dtype=np.uint32).ravel()
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"key must be a jax.random key or an integer seed, got {type(key).__name__}."
+        ) from err
+
+
+def init_unet(key, cfg: UNetConfig | None = None, *, seed: int | None = None):
     """Build a U-Net's ``(graphdef, params)`` without running its initialisers on a device.
 
     Eager NNX initialisation compiles one small XLA program per parameter shape (10–20 s on
     a CPU); here the network is traced abstractly and its parameters drawn with NumPy:
     kernels from a truncated normal (±2 std) with LeCun scaling, as ``nnx.Conv``'s default,
-    biases 0 and GroupNorm scales 1. Deterministic for a given ``seed``.
+    biases 0 and GroupNorm scales 1. Deterministic for a given key.
+
+    Args:
+      key: a ``jax.random`` key, or an integer seed (``fit`` passes ``Config.seed``).
+      cfg: the network's shape.
+
+    Example:
+      >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4))
+      >>> count = sum(p.size for p in jax.tree.leaves(params))
     """
-    abstract = nnx.eval_shape(lambda: UNet(cfg, rngs=nnx.Rngs(0)))
-    graphdef, state = nnx.split(abstract, nnx.Param)
-    rng = np.random.default_rng(seed)
+    if isinstance(key, UNetConfig):  # the pre-0.2 order init_unet(cfg, seed=0)
+        warnings.warn(
+            "init_unet(cfg, seed=...) is deprecated; call init_unet(key_or_seed, cfg).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        key, cfg = (0 if seed is None else seed), key
+    if not isinstance(cfg, UNetConfig):
+        raise ValueError(f"cfg must be a UNetConfig, got {type(cfg).__name__}.")
+    graphdef, state = abstract_unet(cfg)
+    rng = np.random.default_rng(_seed_of(key))
     paths, treedef = jax.tree_util.tree_flatten_with_path(state)
     leaves = []
     for path, leaf in paths:

@@ -8,10 +8,10 @@ import pytest
 import jdeconv
 from jdeconv import Config
 from jdeconv.forward import make_forward
-from jdeconv.losses import make_loss
+from jdeconv.losses import Loss, Term, make_loss, reconstruction
 from jdeconv.predict import make_predictor, predict
 from jdeconv.psf import gaussian_psf
-from jdeconv.train import TrainState, make_optimizer, make_train_step, sample_patch
+from jdeconv.train import init_state, make_optimizer, make_train_step, sample_patch
 from jdeconv.unet import UNetConfig, init_unet
 
 TINY = dict(steps=3, batch_size=2, patch_size=16, patch_size_z=16, base_channels=8, depth=2)
@@ -60,21 +60,31 @@ def test_same_seed_same_result_and_other_seed_differs():
 
 def test_train_step_does_not_recompile_and_donates_state():
     cfg = Config.preset("noise2same", **TINY)
-    graphdef, params = init_unet(cfg.unet(2), seed=0)
+    graphdef, params = init_unet(0, cfg.unet(2))
     tx = make_optimizer(cfg)
-    g = make_forward(gaussian_psf((3, 3), 1.0), cfg.patch_shape(2))
-    step = make_train_step(
-        graphdef, make_loss("noise2same"), g, tx, cfg, key=jax.random.key(0), bounds=(-3.0, 3.0)
-    )
-    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+    traces = []
+
+    def counted(passes):
+        traces.append(1)  # a Python side effect: runs once per trace, never per call
+        return reconstruction(passes)
+
+    base = make_loss("noise2same", defaults={"lower": -3.0, "upper": 3.0})
+    loss = Loss((*base.terms, ("counted", 0.0, Term(counted, frozenset({"unmasked"})))))
+    step = make_train_step(graphdef, loss, tx, batch_size=2, masks=cfg.masks)
+    state = init_state(params, tx)
     image = jnp.asarray(np.random.default_rng(0).normal(size=(32, 32)), jnp.float32)
+    key = jax.random.key(0)
+    g1 = make_forward(gaussian_psf((3, 3), 1.0), cfg.patch_shape(2))
+    g2 = make_forward(gaussian_psf((3, 3), 0.6), cfg.patch_shape(2))
     old_leaf = jax.tree.leaves(state.params)[0]
-    state, m1 = step(state, image)
+    state, m1 = step(key, state, image, g1)
     assert old_leaf.is_deleted()  # the carried state was donated
-    state, m2 = step(state, image)
-    assert step._cache_size() == 1
-    assert int(state.step) == 2
-    assert np.isfinite(float(m1["loss"])) and np.isfinite(float(m2["loss"]))
+    state, m2 = step(key, state, image, g1)
+    # Another PSF of the same shape is data, not a new program.
+    state, m3 = step(key, state, image, g2)
+    assert len(traces) == 1
+    assert int(state.step) == 3
+    assert all(np.isfinite(float(m["loss"])) for m in (m1, m2, m3))
 
 
 def test_patch_sampling_and_augmentation_preserve_content():
@@ -105,7 +115,7 @@ def test_patch_sampling_and_augmentation_preserve_content():
 @pytest.mark.parametrize("shape,tile", [((100, 150), 96), ((75, 131), 64), ((20, 70, 52), 48)])
 def test_tiled_matches_whole(shape, tile):
     cfg = UNetConfig(ndim=len(shape), depth=2, base_channels=8, norm="none")
-    graphdef, params = init_unet(cfg, seed=0)
+    graphdef, params = init_unet(0, cfg)
     net = make_predictor(graphdef)
     x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     whole = predict(net, params, x)
@@ -117,7 +127,7 @@ def test_tiled_blending_without_enough_halo_is_smooth():
     # With too little context tiles disagree at their edges; blending keeps the error small
     # and there is still exactly one value per pixel.
     cfg = UNetConfig(ndim=2, depth=2, base_channels=8, norm="none")
-    graphdef, params = init_unet(cfg, seed=1)
+    graphdef, params = init_unet(1, cfg)
     net = make_predictor(graphdef)
     x = np.random.default_rng(1).normal(size=(90, 90)).astype(np.float32)
     whole = predict(net, params, x)
@@ -146,7 +156,7 @@ def test_load_incompatible_model(fit2d, tmp_path):
     with pytest.raises(ValueError, match="not a jdeconv model"):
         jdeconv.load_model(tmp_path)
     meta = json.loads((path / "config.json").read_text())
-    meta["config"]["base_channels"] = 16
+    meta["config"]["network"]["base_channels"] = 16
     (path / "config.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="does not match"):
         jdeconv.load_model(path)
@@ -224,11 +234,11 @@ def test_config_validation():
 
 
 def test_model_selector_keeps_later_models_unless_significantly_worse():
-    from jdeconv.api import _ModelSelector
+    from jdeconv.selection import ModelSelector
 
     rng = np.random.default_rng(0)
     base = rng.exponential(1.0, 5000)
-    sel = _ModelSelector(
+    sel = ModelSelector.from_config(
         Config.preset("noise2self", patience=2, selection_z=2.0, restore_best=True)
     )
     sel.update(100, base, {"w": jnp.ones(1)})

@@ -1,4 +1,4 @@
-"""Loss terms: zero at the target, finite gradients, composition, presets, registry."""
+"""Loss terms: zero at the target, finite gradients, composition, presets, terms as values."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jdeconv import losses
-from jdeconv.losses import Passes, make_loss, register_loss
+from jdeconv.losses import LossSpec, Passes, Term, make_loss, register_loss
 
 
 def _passes(batch=2, shape=(16, 16), seed=0, perfect=False):
@@ -17,7 +17,7 @@ def _passes(batch=2, shape=(16, 16), seed=0, perfect=False):
         arrays = [image] * 4
     else:
         arrays = [jnp.asarray(rng.normal(size=(batch, *shape)), jnp.float32) for _ in range(4)]
-    return Passes(image, mask, *arrays, lower=-10.0, upper=10.0)
+    return Passes(image, mask, *arrays)
 
 
 def test_terms_against_numpy():
@@ -30,11 +30,20 @@ def test_terms_against_numpy():
     np.testing.assert_allclose(
         losses.invariance_deconvolved(p), np.sqrt(((d - dm) ** 2)[m].mean()), rtol=1e-5
     )
-    q = p._replace(lower=-0.5, upper=0.5)
     expected = (np.maximum(-0.5 - r, 0) + np.maximum(r - 0.5, 0)).mean()
-    np.testing.assert_allclose(losses.bound(q), expected, rtol=1e-5)
+    np.testing.assert_allclose(losses.bound(p, lower=-0.5, upper=0.5), expected, rtol=1e-5)
     expected_d = (np.maximum(-0.5 - d, 0) + np.maximum(d - 0.5, 0)).mean()
-    np.testing.assert_allclose(losses.bound_deconvolved(q), expected_d, rtol=1e-5)
+    np.testing.assert_allclose(
+        losses.bound_deconvolved(p, lower=-0.5, upper=0.5), expected_d, rtol=1e-5
+    )
+    # The same through a composed loss: the bounds are bound into the term as fields.
+    loss = make_loss({"bound": 1.0, "bound_d": 1.0}, defaults={"lower": -0.5, "upper": 0.5})
+    bound_term = dict((n, t) for n, _, t in loss.terms)["bound"]
+    assert dict(bound_term.params) == {"lower": -0.5, "upper": 0.5}
+    batched = jax.tree.map(lambda a: a[None], p)
+    _, terms = loss(batched)
+    np.testing.assert_allclose(terms["bound"], expected, rtol=1e-5)
+    np.testing.assert_allclose(terms["bound_d"], expected_d, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["bsp", "rec", "inv", "inv_d", "bound", "bound_d"])
@@ -115,3 +124,59 @@ def test_bad_compositions():
         register_loss("bsp", losses.blind_spot)
     with pytest.raises(ValueError, match="needs"):
         register_loss("x_bad", losses.blind_spot, needs=("sideways",))
+
+
+def test_terms_are_bound_when_the_loss_is_built():
+    # Re-registering a name does not change a loss built before: the registry is only
+    # read by make_loss, never when a loss is called.
+    def first(p):
+        return jnp.mean(p.deconvolved) * 0 + 1.0
+
+    def second(p):
+        return jnp.mean(p.deconvolved) * 0 + 2.0
+
+    register_loss("rebind_test", first, needs=("unmasked",), overwrite=True)
+    loss = make_loss({"rebind_test": 1.0})
+    register_loss("rebind_test", second, needs=("unmasked",), overwrite=True)
+    p = _passes(seed=5)
+    assert float(loss(p)[0]) == 1.0
+    assert float(make_loss({"rebind_test": 1.0})(p)[0]) == 2.0
+
+
+def test_explicit_hyper_parameters_win_over_defaults_and_unknown_ones_fail():
+    loss = make_loss(
+        [LossSpec("bound_d", 0.1, (("lower", -1.0),))], defaults={"lower": -5.0, "upper": 5.0}
+    )
+    (_, _, term), = loss.terms
+    assert dict(term.params) == {"lower": -1.0, "upper": 5.0}
+    # Defaults go only to terms that take them.
+    (_, _, rec), = make_loss({"rec": 1.0}, defaults={"lower": 0.0}).terms
+    assert rec.params == ()
+    with pytest.raises(ValueError, match="takes no hyper-parameters"):
+        make_loss({"rec": 1.0}, hyper={"rec": {"power": 2}})
+    with pytest.raises(ValueError, match="not in the loss"):
+        make_loss({"rec": 1.0}, hyper={"bsp": {"x": 1}})
+
+
+def test_negative_weights_need_a_signed_term():
+    with pytest.raises(ValueError, match="negative"):
+        make_loss({"bsp": -1.0})
+    register_loss(
+        "reward_test", lambda p: jnp.mean(p.deconvolved), needs=("unmasked",), signed=True,
+        overwrite=True,
+    )
+    assert make_loss({"rec": 1.0, "reward_test": -0.1}).weights["reward_test"] == -0.1
+    with pytest.raises(ValueError, match="finite"):
+        make_loss({"bsp": float("nan")})
+
+
+def test_term_and_spec_are_values():
+    t = Term(losses.bound, frozenset({"unmasked"})).bind(lower=0.0)
+    assert t == Term(losses.bound, frozenset({"unmasked"}), (("lower", 0.0),))
+    hash(t)
+    spec = LossSpec("bound_d", 0.1, (("upper", 2.0),))
+    assert LossSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="finite number"):
+        LossSpec("bsp", 1.0, (("x", float("inf")),))
+    with pytest.raises(ValueError, match="must be a number"):
+        LossSpec("bsp", "1")

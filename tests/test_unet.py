@@ -52,15 +52,29 @@ def test_rejects_bad_config_and_input():
 
 def test_init_unet_is_seeded_and_scaled():
     cfg = UNetConfig(ndim=2, depth=2, base_channels=8)
-    g, a = init_unet(cfg, seed=0)
-    _, b = init_unet(cfg, seed=0)
-    _, c = init_unet(cfg, seed=1)
+    g, a = init_unet(0, cfg)
+    _, b = init_unet(jax.random.key(0), cfg)
+    _, b0 = init_unet(jax.random.key(0), cfg)
+    _, c = init_unet(1, cfg)
     leaves_a, leaves_b, leaves_c = (jax.tree.leaves(t) for t in (a, b, c))
-    assert all(np.array_equal(x, y) for x, y in zip(leaves_a, leaves_b, strict=True))
+    leaves_b0 = jax.tree.leaves(b0)
+    assert all(np.array_equal(x, y) for x, y in zip(leaves_b, leaves_b0, strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(leaves_a, leaves_c, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(leaves_a, leaves_b, strict=True))
     model = nnx.merge(g, a)
     kernel = np.asarray(model.encoders[1].conv1.kernel[...])
     fan_in = np.prod(kernel.shape[:-1])
     assert abs(kernel.std() * np.sqrt(fan_in) - 1.0) < 0.1  # LeCun scaling
     assert np.abs(kernel).max() <= 2 / 0.8796 / np.sqrt(fan_in) + 1e-6  # truncated at 2 std
     assert count_params(model) == count_params(UNet(cfg, rngs=nnx.Rngs(0)))
+
+
+def test_init_unet_old_argument_order_is_deprecated_but_works():
+    cfg = UNetConfig(ndim=2, depth=1, base_channels=4)
+    with pytest.warns(DeprecationWarning, match="init_unet"):
+        _, old = init_unet(cfg, seed=3)
+    _, new = init_unet(3, cfg)
+    assert all(
+        np.array_equal(x, y)
+        for x, y in zip(jax.tree.leaves(old), jax.tree.leaves(new), strict=True)
+    )

@@ -1,0 +1,122 @@
+"""Held-out pixels and ground-truth-free model selection.
+
+A small random fraction of the image's pixels is held out: in the image the network
+trains on, each is replaced by the mean of its *unmasked* neighbours, so no held-out value
+reaches training (``tests/test_selection.py`` checks that the gradient of the training
+image with respect to every held-out pixel is exactly zero). Their blind-spot loss after
+the PSF, ``(g(f(x_train)) - x)**2`` at the held-out pixels, then estimates the error
+against the noise-free blurred image plus the noise variance (Noise2Self's argument), so
+it ranks models without ground truth. :class:`ModelSelector` compares models by paired
+tests on those residuals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .masks import bernoulli_mask, replace_masked
+from .unet import apply_network
+
+__all__ = ["hold_out", "make_validation_fn", "ModelSelector", "VALIDATION_REGION"]
+
+# Largest region the held-out validation loss is evaluated on (a centre crop beyond it).
+VALIDATION_REGION = {2: (512, 512), 3: (48, 128, 128)}
+
+
+def hold_out(key: jax.Array, x: jax.Array, *, fraction: float) -> tuple[jax.Array, jax.Array]:
+    """Pick held-out pixels and hide them: returns ``(x_train, held_out)``.
+
+    Args:
+      key: a ``jax.random`` key.
+      x: the standardised image.
+      fraction: probability that a pixel is held out (Bernoulli).
+
+    Returns:
+      ``x_train``: ``x`` with each held-out pixel replaced by the mean of its unmasked
+      neighbours; ``held_out``: the bool mask.
+
+    Example:
+      >>> x_train, held = hold_out(jax.random.key(0), jnp.ones((16, 16)), fraction=0.05)
+      >>> bool(jnp.all(x_train == 1.0))
+      True
+    """
+    held_out = bernoulli_mask(key, x.shape, fraction=fraction)
+    return replace_masked(None, x, held_out, replacement="local_mean"), held_out
+
+
+def make_validation_fn(graphdef, held_out_index) -> Callable:
+    """Blind-spot residuals on held-out pixels: ``validate(params, image_in, image, g)``.
+
+    Returns the squared residuals ``(g(f(image_in)) - image)**2`` at ``held_out_index``
+    (a tuple of index arrays, as from ``np.nonzero``), jitted; ``g`` is the forward model
+    for ``image``'s shape (an argument, so a new PSF of that shape does not recompile).
+    ``image_in`` is the training image (held-out pixels hidden), ``image`` the original.
+    Per-pixel values allow paired comparisons between models.
+    """
+    index = tuple(jnp.asarray(i) for i in held_out_index)
+
+    @jax.jit
+    def validate(params, image_in, image, g):
+        deconvolved = apply_network(graphdef, params, image_in[None])[0]
+        return ((g(deconvolved) - image) ** 2)[index]
+
+    return validate
+
+
+class ModelSelector:
+    """Which parameters to keep, from held-out blind-spot residuals (paired comparisons).
+
+    The blind-spot loss is measured after the PSF, which hides much of what changes in the
+    deconvolved image, and on a few thousand pixels it is noisy: its minimum is often an
+    early model by chance. So a later model is kept unless it is significantly worse than
+    the best so far (a paired z-test on the per-pixel residuals, z > ``z``), and training
+    stops after ``patience`` significantly worse evaluations in a row.
+
+    Args:
+      z: the paired test's threshold in standard errors.
+      patience: stop after this many significantly worse evaluations in a row (None:
+        never).
+      keep_params: copy the kept parameters (only needed to return them).
+
+    Example:
+      >>> sel = ModelSelector(z=2.0, patience=None, keep_params=False)
+      >>> sel.update(10, np.ones(100), params=None)
+      >>> sel.kept_step
+      10
+    """
+
+    def __init__(self, *, z: float, patience: int | None, keep_params: bool):
+        self.keep = keep_params
+        self.z = z
+        self.patience = patience
+        self.best = None  # residuals of the lowest-mean model so far
+        self.kept_params, self.kept_step, self.worse = None, 0, 0
+
+    @classmethod
+    def from_config(cls, cfg) -> ModelSelector:
+        v = cfg.validation
+        return cls(z=v.selection_z, patience=v.patience, keep_params=v.restore_best)
+
+    def update(self, step: int, residuals: np.ndarray, params) -> None:
+        if self.best is None or residuals.mean() < self.best.mean():
+            self.best = residuals
+            significantly_worse = False
+        else:
+            diff = residuals - self.best
+            se = diff.std(ddof=1) / math.sqrt(diff.size) if diff.size > 1 else 0.0
+            significantly_worse = diff.mean() > self.z * se
+        if significantly_worse:
+            self.worse += 1
+        else:
+            self.worse = 0
+            self.kept_step = step
+            if self.keep:
+                self.kept_params = jax.tree.map(jnp.copy, params)
+
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.worse >= self.patience

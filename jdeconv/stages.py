@@ -1,0 +1,383 @@
+"""``fit`` in three stages: prepare → train → infer.
+
+- :func:`prepare` validates the image, PSF and config, standardises the image, picks the
+  held-out pixels (:mod:`jdeconv.selection`) and binds the loss; nothing is compiled yet.
+- :func:`train` initialises the network, compiles the step once and runs the loop, with
+  progress bar, history and model selection.
+- :func:`infer` applies the trained network to the whole image (tiled if configured),
+  reconvolves it and returns both in the input's intensity scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from ._checks import check_image
+from .config import Config
+from .forward import ForwardModel, make_forward
+from .losses import Loss, make_loss
+from .model import FittedModel
+from .predict import make_predictor, predict
+from .psf import validate_psf
+from .selection import VALIDATION_REGION, ModelSelector, hold_out, make_validation_fn
+from .train import init_state, make_optimizer, make_train_step
+from .unet import init_unet
+
+__all__ = [
+    "Prepared",
+    "Trained",
+    "prepare",
+    "train",
+    "infer",
+    "validate_image",
+    "normalization",
+    "destandardise",
+    "predict_standardised",
+]
+
+
+def validate_image(image, *, name: str = "image") -> np.ndarray:
+    """Check an image and return it as float64 numpy (2D YX or 3D ZYX).
+
+    Integer images (including uint32/int64, whose arithmetic could overflow) are converted
+    to float before any statistics are computed; bool, complex and object arrays, other
+    ranks, NaN/Inf, empty and constant images raise ``ValueError``.
+
+    Example:
+      >>> validate_image(np.arange(16).reshape(4, 4)).dtype
+      dtype('float64')
+    """
+    arr = check_image(image, name=name)
+    if np.ptp(arr) == 0:
+        raise ValueError(
+            f"{name} is constant (all {arr.flat[0]:g}); there is nothing to deconvolve."
+        )
+    return arr
+
+
+def normalization(arr: np.ndarray, cfg: Config) -> tuple[float, float]:
+    """(offset, scale) so that (arr - offset) / scale is the network's input frame.
+
+    Example:
+      >>> normalization(np.array([[0.0, 2.0], [0.0, 2.0]]), Config())
+      (1.0, 1.0)
+    """
+    if cfg.data.normalization == "percentile":
+        lo, hi = np.percentile(arr, cfg.data.percentiles)
+        if hi <= lo:
+            lo, hi = arr.min(), arr.max()
+        return float(lo), float(hi - lo)
+    return float(arr.mean()), float(arr.std())
+
+
+def destandardise(y_std, offset: float, scale: float, *, clip_range=None) -> np.ndarray:
+    """Back to the input's intensity scale, float32 (optionally clipped to its range).
+
+    Example:
+      >>> destandardise(np.zeros(2), 5.0, 2.0)
+      array([5., 5.], dtype=float32)
+    """
+    y = np.asarray(y_std, np.float64) * scale + offset
+    if clip_range is not None:
+        y = np.clip(y, *clip_range)
+    return y.astype(np.float32)
+
+
+def predict_standardised(model: FittedModel, x: np.ndarray, *, tile_size=None) -> np.ndarray:
+    """The model's output on a standardised image (whole or tiled, with the config's TTA).
+
+    Example:
+      >>> import jdeconv
+      >>> cfg = jdeconv.Config(depth=1, base_channels=4, patch_size=8, tta=False)
+      >>> _, params = init_unet(0, cfg.unet(2))
+      >>> m = FittedModel(params, cfg, 2, jdeconv.psf.gaussian_psf((3, 3), 1.0))
+      >>> predict_standardised(m, np.zeros((8, 8), np.float32)).shape
+      (8, 8)
+    """
+    inf = model.config.inference
+    return predict(
+        make_predictor(model.graphdef),
+        model.params,
+        x,
+        multiple=model.config.network.multiple,
+        tile_size=inf.tile_size if tile_size is None else tile_size,
+        halo=inf.tile_halo,
+        tta=inf.tta,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """What :func:`prepare` hands to training and inference.
+
+    Attributes:
+      cfg: the config (patch sizes adapted to a small image).
+      psf: the validated PSF (float32, sum 1).
+      x: the standardised image (float32 numpy).
+      x_train: ``x`` with the held-out pixels hidden (device array).
+      held_out: bool mask of the held-out pixels, or None.
+      offset, scale: the standardisation, ``x = (image - offset) / scale``.
+      input_range: the input's (min, max), in its own units.
+      loss: the loss, its bound terms bound to the input's range.
+      train_key: the key of patch sampling and masks.
+    """
+
+    cfg: Config
+    psf: np.ndarray
+    x: np.ndarray
+    x_train: jax.Array
+    held_out: jax.Array | None
+    offset: float
+    scale: float
+    input_range: tuple[float, float]
+    loss: Loss
+    train_key: jax.Array
+
+    @property
+    def ndim(self) -> int:
+        return self.x.ndim
+
+    def forward(self, shape) -> ForwardModel:
+        """The forward model for arrays of ``shape``, as the config says."""
+        f = self.cfg.forward
+        return make_forward(self.psf, shape, method=f.method, padding=f.padding)
+
+    def destandardise(self, y_std) -> np.ndarray:
+        clip = self.input_range if self.cfg.inference.clip_output else None
+        return destandardise(y_std, self.offset, self.scale, clip_range=clip)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trained:
+    """What :func:`train` returns: parameters, history, kept step and timings."""
+
+    params: object
+    history: dict
+    best_step: int
+    timings: dict
+
+
+def _adapt_patch(cfg: Config, shape: tuple[int, ...], psf_shape) -> Config:
+    """Shrink the patch to fit a small image (with a warning), or raise if impossible."""
+    m = cfg.network.multiple
+    want = cfg.patch_shape(len(shape))
+    fit_shape = tuple(min(p, (n // m) * m) for p, n in zip(want, shape, strict=True))
+    if min(fit_shape) < m:
+        raise ValueError(
+            f"image shape {shape} is smaller than the network's minimum patch ({m} per axis "
+            f"for depth {cfg.depth}); use a larger image or a smaller depth."
+        )
+    if cfg.forward.crop_border:
+        interior = [p - 2 * (k // 2) for p, k in zip(fit_shape, psf_shape, strict=True)]
+        if min(interior) < 4:
+            raise ValueError(
+                f"patch {fit_shape} leaves no interior for the loss with a PSF of "
+                f"{tuple(psf_shape)}; use larger patches (patch_size/patch_size_z) or "
+                "crop_border=False."
+            )
+    if fit_shape != want:
+        warnings.warn(
+            f"image {shape} is smaller than the patch {want}; training on patches of "
+            f"{fit_shape} instead.",
+            stacklevel=4,
+        )
+        if len(shape) == 2:
+            cfg = cfg.replace(patch_size=min(fit_shape))
+        else:
+            cfg = cfg.replace(patch_size_z=fit_shape[0], patch_size=min(fit_shape[1:]))
+    return cfg
+
+
+def prepare(image, psf, cfg: Config | None = None, *, normalize_psf: bool = False) -> Prepared:
+    """Validate and standardise; hold out pixels; bind the loss (no compilation).
+
+    Raises:
+      ValueError: for a bad image, PSF or config.
+
+    Example:
+      >>> import jdeconv
+      >>> p = prepare(np.random.default_rng(0).random((32, 32)),
+      ...             jdeconv.psf.gaussian_psf((3, 3), 1.0),
+      ...             jdeconv.Config(patch_size=16, depth=2))
+      >>> p.x.shape, p.x.dtype
+      ((32, 32), dtype('float32'))
+    """
+    arr = validate_image(image)
+    ndim = arr.ndim
+    psf = validate_psf(psf, ndim=ndim, normalize=normalize_psf)
+    if any(k > n for k, n in zip(psf.shape, arr.shape, strict=True)):
+        raise ValueError(
+            f"PSF shape {psf.shape} is larger than the image {arr.shape}; crop the PSF."
+        )
+    if cfg is None:
+        cfg = Config.default(ndim)
+    if not isinstance(cfg, Config):
+        raise ValueError(f"cfg must be a jdeconv.Config or None, got {type(cfg).__name__}.")
+    cfg = _adapt_patch(cfg, arr.shape, psf.shape)
+
+    offset, scale = normalization(arr, cfg)
+    x = ((arr - offset) / scale).astype(np.float32)
+    input_range = (float(arr.min()), float(arr.max()))
+    lower, upper = ((v - offset) / scale for v in input_range)
+    loss = make_loss(cfg.loss, defaults={"lower": lower, "upper": upper})
+
+    key = jax.random.key(cfg.seed)
+    train_key, val_key = jax.random.split(key)
+    x_dev = jnp.asarray(x)
+    if cfg.validation.fraction > 0:
+        x_train, held_out = hold_out(val_key, x_dev, fraction=cfg.validation.fraction)
+    else:
+        x_train, held_out = x_dev, None
+    return Prepared(cfg, psf, x, x_train, held_out, offset, scale, input_range, loss, train_key)
+
+
+def _centre_window(shape, limit):
+    return tuple(
+        slice((n - min(n, lim)) // 2, (n - min(n, lim)) // 2 + min(n, lim))
+        for n, lim in zip(shape, limit, strict=True)
+    )
+
+
+def _record(history, step, metrics):
+    history["step"].append(step)
+    for name, value in metrics.items():
+        history.setdefault(name, []).append(float(value))
+
+
+def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained:
+    """Initialise the network, compile the step once, and run the training loop.
+
+    Args:
+      prepared: from :func:`prepare`.
+      verbose: show a progress bar with the loss and validation loss.
+      callback: ``callback(step, val_loss, deconvolve_fn)`` after every validation (see
+        :func:`jdeconv.fit`); return True to stop.
+
+    Example:
+      >>> import jdeconv
+      >>> cfg = jdeconv.Config(patch_size=16, depth=2, steps=2, batch_size=2)
+      >>> p = prepare(np.random.default_rng(0).random((32, 32)),
+      ...             jdeconv.psf.gaussian_psf((3, 3), 1.0), cfg)
+      >>> train(p, verbose=False).history["step"]
+      [1, 2]
+    """
+    cfg, ndim = prepared.cfg, prepared.ndim
+    graphdef, params = init_unet(cfg.seed, cfg.unet(ndim))
+    tx = make_optimizer(cfg)
+    g_patch = prepared.forward(cfg.patch_shape(ndim))
+    step_fn = make_train_step(
+        graphdef,
+        prepared.loss,
+        tx,
+        batch_size=cfg.data.batch_size,
+        masks=cfg.masks,
+        crop_border=cfg.forward.crop_border,
+    )
+    state = init_state(params, tx)
+    key, x_train = prepared.train_key, prepared.x_train
+
+    t0 = time.perf_counter()
+    compiled = step_fn.lower(key, state, x_train, g_patch).compile()
+    validate = None
+    if prepared.held_out is not None:
+        window = _centre_window(prepared.x.shape, VALIDATION_REGION[ndim])
+        region = tuple(s.stop - s.start for s in window)
+        index = np.nonzero(np.asarray(prepared.held_out[window]))
+        validate_fn = make_validation_fn(graphdef, index)
+        val_args = (x_train[window], jnp.asarray(prepared.x[window]), prepared.forward(region))
+
+        def validate(p):
+            return np.asarray(validate_fn(p, *val_args), dtype=np.float64)
+
+    compile_s = time.perf_counter() - t0
+
+    history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_loss": []}
+    selector = ModelSelector.from_config(cfg)
+    every = cfg.validation.every
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.steps, disable=not verbose, desc="jdeconv fit", unit="step", leave=verbose)
+    steps_run = 0
+    pending = []  # per-step metrics, fetched from the device at the end (no sync per step)
+    try:
+        for i in range(cfg.steps):
+            state, metrics = compiled(key, state, x_train, g_patch)
+            steps_run = i + 1
+            pending.append(metrics)
+            if validate is not None and (steps_run % every == 0 or steps_run == cfg.steps):
+                residuals = validate(state.params)
+                val = float(residuals.mean())
+                history["val_step"].append(steps_run)
+                history["val_loss"].append(val)
+                selector.update(steps_run, residuals, state.params)
+                bar.set_postfix(
+                    loss=f"{float(metrics['loss']):.4g}", val=f"{val:.4g}", refresh=False
+                )
+                stop = False
+                if callback is not None:
+                    current = FittedModel(state.params, cfg, ndim, prepared.psf)
+                    stop = bool(
+                        callback(
+                            steps_run,
+                            val,
+                            lambda m=current: prepared.destandardise(
+                                predict_standardised(m, prepared.x)
+                            ),
+                        )
+                    )
+                if stop or selector.should_stop():
+                    bar.update(steps_run - bar.n)
+                    break
+            elif steps_run % 10 == 0:
+                bar.set_postfix(loss=f"{float(metrics['loss']):.4g}", refresh=False)
+            bar.update(1)
+    finally:
+        bar.close()
+    for step, metrics in enumerate(jax.device_get(pending), start=1):
+        _record(history, step, metrics)
+    jax.block_until_ready(state.params)
+    train_s = time.perf_counter() - t0
+
+    if cfg.validation.restore_best and selector.kept_params is not None:
+        params, best_step = selector.kept_params, selector.kept_step
+    else:
+        params, best_step = state.params, steps_run
+    timings = {
+        "compile": compile_s,
+        "train": train_s,
+        "steps": steps_run,
+        "seconds_per_step": train_s / max(steps_run, 1),
+    }
+    return Trained(params, history, best_step, timings)
+
+
+def infer(prepared: Prepared, model: FittedModel) -> tuple[np.ndarray, np.ndarray, float]:
+    """``(deconvolved, reconvolved, seconds)`` of the whole image, in the input's scale.
+
+    Example:
+      >>> import jdeconv
+      >>> cfg = jdeconv.Config(patch_size=16, depth=2, steps=1, batch_size=2, tta=False)
+      >>> p = prepare(np.random.default_rng(0).random((32, 32)),
+      ...             jdeconv.psf.gaussian_psf((3, 3), 1.0), cfg)
+      >>> t = train(p, verbose=False)
+      >>> infer(p, FittedModel(t.params, p.cfg, 2, p.psf))[0].shape
+      (32, 32)
+    """
+    t0 = time.perf_counter()
+    deconvolved_std = predict_standardised(model, prepared.x)
+    g_full = prepared.forward(prepared.x.shape)
+    reconvolved_std = np.asarray(_blur(g_full, jnp.asarray(deconvolved_std)))
+    seconds = time.perf_counter() - t0
+    reconvolved = destandardise(reconvolved_std, prepared.offset, prepared.scale)
+    return prepared.destandardise(deconvolved_std), reconvolved, seconds
+
+
+@jax.jit
+def _blur(g, x):
+    return g(x)
