@@ -163,16 +163,6 @@ def _cached_runner(
     return run
 
 
-def _check_image(image) -> np.ndarray:
-    arr = check_image(image).astype(np.float32)
-    if arr.min() < 0:
-        raise ValueError(
-            f"image has negative values (min {arr.min():.3g}); Richardson-Lucy assumes "
-            "non-negative intensities: clip them (np.clip(image, 0, None)) or add an offset."
-        )
-    return arr
-
-
 def _check_settings(ndim: int, eps, tv_weight) -> tuple[float, float]:
     eps = float(eps)
     if not (math.isfinite(eps) and eps >= 0):
@@ -194,7 +184,7 @@ def _check_count(n, name: str) -> int:
 
 
 def _prepare(image, psf, *, eps, tv_weight, init):
-    image = _check_image(image)
+    image = check_image(image, allow_negative=False, dtype=np.float32)
     psf = validate_psf(psf, ndim=image.ndim, normalize=True)
     eps, tv_weight = _check_settings(image.ndim, eps, tv_weight)
     if init is None:
