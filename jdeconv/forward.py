@@ -301,7 +301,11 @@ def check_adjoint(g: ForwardModel, key: jax.Array, *, rtol: float = 1e-4) -> flo
     # jax.random would compile a sampler for every operator shape.
     rng = np.random.default_rng(np.asarray(jax.random.bits(key, (4,), jnp.uint32)))
     x, y = rng.random((2, *g.shape), dtype=np.float32)
-    gx, gty = (np.asarray(a, np.float64) for a in _blur_and_transpose(g, x, y))
+    if isinstance(g, ForwardModel):
+        pair = _blur_and_transpose(g, x, y)
+    else:  # Any other operator, called as it is.
+        pair = g(jnp.asarray(x)), g.adjoint(jnp.asarray(y))
+    gx, gty = (np.asarray(a, np.float64) for a in pair)
     lhs = np.vdot(gx, y.astype(np.float64))
     rhs = np.vdot(x.astype(np.float64), gty)
     error = float(abs(lhs - rhs) / (abs(lhs) + np.finfo(np.float64).tiny))
