@@ -18,8 +18,9 @@ deconvolution", Microsc. Res. Tech. 69:260-266)::
 
     x_{k+1} = x_k / (1 - lambda div(grad x_k / |grad x_k|)) * gᵀ(y / g x_k)
 
-Everything runs as one jitted ``lax.fori_loop``; the compiled loop is cached per PSF,
-shape and settings, so repeated calls (e.g. over iteration counts) compile once.
+Everything runs as one jitted ``lax.fori_loop`` that takes the forward model as an
+argument (a pytree), so it compiles once per image shape, method, padding and settings,
+whatever the PSF and the iteration count.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 from jax import lax
 
 from ._checks import check_image
-from .forward import make_forward
+from .forward import ForwardModel, make_forward
 from .psf import validate_psf
 
 __all__ = ["richardson_lucy", "richardson_lucy_path", "make_richardson_lucy"]
@@ -96,7 +97,8 @@ def make_richardson_lucy(
 
     Returns ``run(image, estimate, iterations) -> estimate``: a pure, jitted function of
     float32 arrays of ``shape`` and an integer iteration count (traced, so different
-    counts share one compilation). It can be called inside other jitted code.
+    counts share one compilation). It can be called inside other jitted code. Loops for
+    different PSFs of the same shape share one compilation too.
     :func:`richardson_lucy` is a validated, numpy-in/numpy-out wrapper around it.
 
     Args and the update are those of :func:`richardson_lucy`; ``psf`` must already sum
@@ -109,36 +111,37 @@ def make_richardson_lucy(
       >>> run(y, y, 3).shape
       (32, 32)
     """
-    psf = validate_psf(psf)
-    shape = tuple(int(s) for s in shape)
-    _check_settings(len(shape), eps, tv_weight)
-    return _cached_runner(
-        psf.tobytes(),
-        psf.shape,
-        shape,
-        method,
-        padding,
-        float(eps),
-        float(tv_weight),
-        bool(boundary_correction),
+    eps, tv_weight = _check_settings(len(tuple(shape)), eps, tv_weight)
+    g = make_forward(psf, shape, method=method, padding=padding)
+    return functools.partial(
+        _rl_run,
+        g,
+        eps=eps,
+        tv_weight=tv_weight,
+        boundary_correction=bool(boundary_correction),
     )
 
 
-# Few entries: each holds an OTF, which for large 3D volumes is sizeable device memory.
-@functools.lru_cache(maxsize=4)
-def _cached_runner(
-    psf_bytes, psf_shape, shape, method, padding, eps, tv_weight, boundary_correction
-):
-    psf = np.frombuffer(psf_bytes, dtype=np.float32).reshape(psf_shape)
-    g = make_forward(psf, shape, method=method, padding=padding)
-    if boundary_correction:
-        # gᵀ1: the fraction of each pixel's light that lands inside the image.
-        sensitivity = g.adjoint(jnp.ones(shape, jnp.float32))
-    else:
-        sensitivity = None
+@functools.partial(jax.jit, static_argnames=("eps", "tv_weight", "boundary_correction"))
+def _rl_run(
+    g: ForwardModel,
+    image: jax.Array,
+    estimate: jax.Array,
+    iterations,
+    *,
+    eps: float,
+    tv_weight: float,
+    boundary_correction: bool,
+) -> jax.Array:
+    """``iterations`` RL updates of ``estimate`` for ``image`` under the blur ``g``."""
+    image = jnp.asarray(image, jnp.float32)
+    estimate = jnp.asarray(estimate, jnp.float32)
+    tv_smoothing = _TV_EPS_REL * jnp.max(jnp.abs(image))
+    # gᵀ1: the fraction of each pixel's light that lands inside the image.
+    sensitivity = g.adjoint(jnp.ones(g.shape, jnp.float32)) if boundary_correction else None
 
-    def update(image, estimate, tv_smoothing):
-        blurred = g(estimate)
+    def update(_, x):
+        blurred = g(x)
         # Where the re-blurred estimate is (numerically) zero, so is the estimate under
         # the PSF's footprint; the ratio is set to 0 there instead of dividing by ~0
         # (FFT round-off can also make it slightly negative). Same rule as skimage's
@@ -150,27 +153,10 @@ def _cached_runner(
             correction = correction / jnp.maximum(sensitivity, eps)
         if tv_weight > 0:
             # Dey et al. 2006; the denominator is positive below _tv_weight_limit.
-            correction = correction / (1.0 - tv_weight * _tv_curvature(estimate, tv_smoothing))
-        return estimate * correction
+            correction = correction / (1.0 - tv_weight * _tv_curvature(x, tv_smoothing))
+        return x * correction
 
-    @jax.jit
-    def run(image, estimate, iterations):
-        image = jnp.asarray(image, jnp.float32)
-        estimate = jnp.asarray(estimate, jnp.float32)
-        tv_smoothing = _TV_EPS_REL * jnp.max(jnp.abs(image))
-        return lax.fori_loop(0, iterations, lambda _, x: update(image, x, tv_smoothing), estimate)
-
-    return run
-
-
-def _check_image(image) -> np.ndarray:
-    arr = check_image(image).astype(np.float32)
-    if arr.min() < 0:
-        raise ValueError(
-            f"image has negative values (min {arr.min():.3g}); Richardson-Lucy assumes "
-            "non-negative intensities: clip them (np.clip(image, 0, None)) or add an offset."
-        )
-    return arr
+    return lax.fori_loop(0, iterations, update, estimate)
 
 
 def _check_settings(ndim: int, eps, tv_weight) -> tuple[float, float]:
@@ -194,7 +180,7 @@ def _check_count(n, name: str) -> int:
 
 
 def _prepare(image, psf, *, eps, tv_weight, init):
-    image = _check_image(image)
+    image = check_image(image, allow_negative=False, dtype=np.float32)
     psf = validate_psf(psf, ndim=image.ndim, normalize=True)
     eps, tv_weight = _check_settings(image.ndim, eps, tv_weight)
     if init is None:

@@ -28,6 +28,8 @@ import math
 import numpy as np
 import scipy.fft
 
+from ._checks import check_image
+
 __all__ = [
     "psnr",
     "ssim",
@@ -51,19 +53,7 @@ def _pair(reference, image, name: str) -> tuple[np.ndarray, np.ndarray]:
             f"{name}: reference shape {ref.shape} differs from image shape {img.shape}; "
             "compare arrays of the same shape (crop or resample one of them)."
         )
-    if ref.ndim not in (2, 3):
-        raise ValueError(
-            f"{name}: images must be 2D (YX) or 3D (ZYX), got shape {ref.shape}; remove "
-            "channel/time axes or compute the metric per plane."
-        )
-    for label, arr in (("reference", ref), ("image", img)):
-        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-            raise ValueError(f"{name}: {label} has unsupported dtype {arr.dtype}; pass reals.")
-    ref = ref.astype(np.float64)
-    img = img.astype(np.float64)
-    if not (np.all(np.isfinite(ref)) and np.all(np.isfinite(img))):
-        raise ValueError(f"{name}: inputs contain NaN or Inf; replace them first.")
-    return ref, img
+    return check_image(ref, name=f"{name}: reference"), check_image(img, name=f"{name}: image")
 
 
 def _check_data_range(data_range, name: str) -> float:

@@ -13,6 +13,8 @@ import math
 import numpy as np
 import scipy.special
 
+from ._checks import check_finite, check_real_dtype
+
 __all__ = [
     "validate_psf",
     "gaussian_psf",
@@ -45,12 +47,7 @@ def validate_psf(psf, *, ndim: int | None = None, normalize: bool = False) -> np
       1.0
     """
     arr = np.asarray(psf)
-    if arr.dtype == bool or not (
-        np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    ):
-        raise ValueError(
-            f"PSF has unsupported dtype {arr.dtype}; pass a real-valued (float or integer) array."
-        )
+    check_real_dtype(arr, "PSF")
     if arr.ndim not in (2, 3):
         raise ValueError(
             f"PSF must be 2D or 3D, got {arr.ndim}D with shape {arr.shape}; squeeze "
@@ -73,8 +70,7 @@ def validate_psf(psf, *, ndim: int | None = None, normalize: bool = False) -> np
             "this)."
         )
     arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("PSF contains NaN or Inf values; replace them (e.g. np.nan_to_num).")
+    check_finite(arr, "PSF")
     if np.any(arr < 0):
         raise ValueError(
             f"PSF has negative values (min {arr.min():.3g}); clip them to 0 "

@@ -35,7 +35,7 @@ import numpy as np
 import scipy.ndimage
 
 from ._checks import check_image
-from .forward import make_forward
+from .forward import ForwardModel, make_forward
 from .psf import validate_psf
 
 __all__ = [
@@ -162,11 +162,11 @@ def _noise_core(key, x, alpha, sigma, salt_pepper, levels, clip, *, quantize):
     return y.astype(jnp.float32)
 
 
-@functools.lru_cache(maxsize=4)
-def _blur(psf_bytes, psf_shape, shape, method, padding):
-    # Cached so repeated degradations of same-shaped images compile the blur once.
-    psf = np.frombuffer(psf_bytes, dtype=np.float32).reshape(psf_shape)
-    return jax.jit(make_forward(psf, shape, method=method, padding=padding))
+@jax.jit
+def _blur(g: ForwardModel, x: jax.Array) -> jax.Array:
+    # The forward model is an argument (a pytree), so degradations of same-shaped images
+    # compile the blur once, whatever the PSF.
+    return g(x)
 
 
 def degrade(
@@ -227,7 +227,7 @@ def degrade(
         x = normalize_minmax(x)
     if psf is not None:
         psf = validate_psf(psf, ndim=x.ndim)
-        x = _blur(psf.tobytes(), psf.shape, x.shape, method, padding)(x)
+        x = _blur(make_forward(psf, x.shape, method=method, padding=padding), x)
     y = add_noise(
         key,
         x,

@@ -7,6 +7,7 @@ import scipy.signal
 from skimage.restoration import richardson_lucy as skimage_richardson_lucy
 
 from jdeconv import classic, metrics
+from jdeconv.forward import ForwardModel
 from jdeconv.psf import gaussian_psf
 
 
@@ -240,3 +241,23 @@ def test_matches_skimage_with_the_ssi_psf(shared_data):
     )
     got = classic.richardson_lucy(image, psf, iterations=5, init=0.5)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * expected.max())
+
+
+def test_new_psf_of_the_same_shape_reuses_the_compiled_loop(monkeypatch):
+    # The loop takes the forward model as an argument, so only the first PSF traces it.
+    # Tracing calls ForwardModel.__call__ (a compiled call does not): count those calls.
+    calls = []
+    blur = ForwardModel.__call__
+
+    def counted(self, z):
+        calls.append(self.shape)
+        return blur(self, z)
+
+    monkeypatch.setattr(ForwardModel, "__call__", counted)
+    image = _blurred((23, 29), gaussian_psf((5, 5), 1.0))  # a shape no other test uses
+    first = classic.richardson_lucy(image, gaussian_psf((5, 5), 1.0), iterations=3)
+    traced = len(calls)
+    assert traced >= 1
+    second = classic.richardson_lucy(image, gaussian_psf((5, 5), 1.5), iterations=4)
+    assert len(calls) == traced
+    assert not np.allclose(first, second)  # the second PSF was used

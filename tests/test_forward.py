@@ -1,4 +1,4 @@
-"""Forward model: FFT and direct paths vs float64 SciPy references, adjoint, jit/vmap."""
+"""Forward model: FFT and direct paths vs float64 SciPy references, adjoint, jit/vmap, pytree."""
 
 import jax
 import jax.numpy as jnp
@@ -7,8 +7,8 @@ import pytest
 import scipy.ndimage
 import scipy.signal
 
-from jdeconv import make_forward
-from jdeconv.forward import auto_method
+from jdeconv import ForwardModel, make_forward
+from jdeconv.forward import auto_method, check_adjoint
 
 CASES = [
     ((32, 32), (5, 5)),  # even image
@@ -32,6 +32,10 @@ def _random_case(shape, kshape, seed=0):
     x = rng.random(shape)
     psf = rng.random(kshape)
     return x, psf / psf.sum()
+
+
+def _random_psf(kshape, seed=0):
+    return _random_case(kshape, kshape, seed=seed)[1]
 
 
 @pytest.mark.parametrize("shape,kshape", CASES)
@@ -136,3 +140,105 @@ def test_bad_method_padding_and_call_shape():
     g = make_forward(psf, (8, 8))
     with pytest.raises(ValueError, match="built for shape"):
         g(jnp.zeros((9, 9)))
+    with pytest.raises(ValueError, match="built for shape"):
+        g.adjoint(jnp.zeros((9, 9)))
+
+
+# ------------------------------------------------------------------ adjoint and normal
+
+
+@pytest.mark.parametrize("shape,kshape", [((24, 19), (5, 7)), ((10, 13, 12), (3, 5, 3))])
+@pytest.mark.parametrize("padding", ["reflect", "zero", "periodic"])
+@pytest.mark.parametrize("method", ["fft", "direct"])
+def test_check_adjoint_passes_for_every_operator(shape, kshape, padding, method):
+    _, psf = _random_case(shape, kshape, seed=9)
+    g = make_forward(psf, shape, method=method, padding=padding)
+    assert check_adjoint(g, jax.random.key(0)) <= 1e-4
+
+
+class _Unflipped:
+    """A wrong transpose: the blur itself, i.e. convolution instead of correlation."""
+
+    def __init__(self, g):
+        self.g = g
+        self.shape = g.shape
+
+    def __call__(self, x):
+        return self.g(x)
+
+    def adjoint(self, y):
+        return self.g(y)
+
+
+def test_check_adjoint_rejects_a_wrong_transpose():
+    psf = np.zeros((5, 5))
+    psf[1, 3] = psf[2, 2] = 0.5  # asymmetric, so the blur is not its own transpose
+    g = make_forward(psf, (32, 32), padding="zero")
+    with pytest.raises(ValueError, match="adjoint identity"):
+        check_adjoint(_Unflipped(g), jax.random.key(0))
+    with pytest.raises(ValueError, match="rtol"):
+        check_adjoint(g, jax.random.key(0), rtol=0.0)
+
+
+@pytest.mark.parametrize("method", ["fft", "direct"])
+def test_normal_is_adjoint_of_forward(method):
+    x, psf = _random_case((18, 21), (5, 3), seed=10)
+    g = make_forward(psf, x.shape, method=method, padding="reflect")
+    xj = jnp.asarray(x, jnp.float32)
+    np.testing.assert_allclose(g.normal(xj), g.adjoint(g(xj)), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(jax.jit(g.normal)(xj), g.adjoint(g(xj)), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ the model as a pytree
+
+
+def test_forward_model_is_a_pytree_with_arrays_as_leaves():
+    psf = _random_psf((5, 5))
+    fft = make_forward(psf, (16, 20), method="fft")
+    direct = make_forward(psf, (16, 20), method="direct")
+    leaves = jax.tree_util.tree_leaves(fft)
+    assert [leaf.dtype for leaf in leaves] == [jnp.float32, jnp.complex64]
+    assert fft.otf.shape == (*fft.fft_shape[:-1], fft.fft_shape[-1] // 2 + 1)
+    assert fft.fft_shape == (20, 24)  # next_fast_len of 16 + 4 and 20 + 4
+    assert [leaf.dtype for leaf in jax.tree_util.tree_leaves(direct)] == [jnp.float32]
+    assert direct.otf is None and direct.fft_shape is None
+    # Flatten/unflatten keeps the static fields; a tree_map makes a working model.
+    leaves, treedef = jax.tree_util.tree_flatten(fft)
+    rebuilt = jax.tree_util.tree_unflatten(treedef, leaves)
+    assert isinstance(rebuilt, ForwardModel)
+    assert (rebuilt.shape, rebuilt.method, rebuilt.padding) == ((16, 20), "fft", "reflect")
+    x = jnp.ones((16, 20))
+    np.testing.assert_array_equal(jax.tree_util.tree_map(lambda a: a, fft)(x), fft(x))
+
+
+@pytest.mark.parametrize("method", ["fft", "direct"])
+def test_new_psf_of_the_same_shape_does_not_retrace(method):
+    traces = []
+
+    @jax.jit
+    def blur_and_transpose(g, x):
+        traces.append(g.shape)  # runs only while tracing
+        return g(x), g.adjoint(x)
+
+    x = jnp.asarray(np.random.default_rng(11).random((20, 22)), jnp.float32)
+    for seed in (1, 2):
+        g = make_forward(_random_psf((5, 3), seed=seed), x.shape, method=method)
+        out, adj = blur_and_transpose(g, x)
+        # The second PSF is used, not a constant baked into the first compilation.
+        np.testing.assert_allclose(out, g(x), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(adj, g.adjoint(x), rtol=1e-6, atol=1e-6)
+    assert len(traces) == 1
+    # A new shape is a new static field: it does retrace (the counter works).
+    y = jnp.ones((20, 23))
+    blur_and_transpose(make_forward(_random_psf((5, 3)), y.shape, method=method), y)
+    assert len(traces) == 2
+
+
+def test_vmap_over_a_stack_of_models():
+    # Models of one shape stack leaf-wise, so a batch of PSFs is one vmapped call.
+    x = jnp.asarray(np.random.default_rng(12).random((16, 16)), jnp.float32)
+    models = [make_forward(_random_psf((3, 5), seed=s), x.shape) for s in (3, 4)]
+    stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *models)
+    out = jax.vmap(lambda g: g(x))(stacked)
+    for got, g in zip(out, models, strict=True):
+        np.testing.assert_allclose(got, g(x), rtol=1e-6, atol=1e-6)

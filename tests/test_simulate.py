@@ -7,6 +7,7 @@ import pytest
 import scipy.signal
 
 from jdeconv import simulate
+from jdeconv.forward import ForwardModel
 from jdeconv.psf import gaussian_psf
 
 NO_NOISE = dict(alpha=0.0, sigma=0.0, salt_pepper=0.0, bits=None, clip=False)
@@ -240,3 +241,26 @@ def test_filaments_2d_and_errors():
         simulate.filaments_3d(key, (8, 16, 16), count=-1)
     with pytest.raises(ValueError, match="intensity_range"):
         simulate.filaments_3d(key, (8, 16, 16), intensity_range=(0.5, 1.5))
+
+
+def test_new_psf_of_the_same_shape_reuses_the_compiled_blur(monkeypatch):
+    # The blur takes the forward model as an argument: a second PSF of the same shape
+    # does not trace it again. Tracing calls ForwardModel.__call__; count those calls.
+    calls = []
+    blur = ForwardModel.__call__
+
+    def counted(self, z):
+        calls.append(self.shape)
+        return blur(self, z)
+
+    monkeypatch.setattr(ForwardModel, "__call__", counted)
+    clean = _clean((27, 22))  # a shape no other test uses
+    first = simulate.degrade(jax.random.key(0), clean, gaussian_psf((5, 5), 1.0), **NO_NOISE)
+    assert len(calls) == 1
+    second = simulate.degrade(jax.random.key(0), clean, gaussian_psf((5, 5), 2.0), **NO_NOISE)
+    assert len(calls) == 1
+    expected = scipy.signal.convolve(
+        (clean - clean.min()) / np.ptp(clean), gaussian_psf((5, 5), 2.0), mode="same"
+    )
+    np.testing.assert_allclose(second, expected, atol=2e-6)
+    assert not np.allclose(first, second)
