@@ -504,13 +504,14 @@ def test_demo_quick(tmp_path):
 
 
 def test_training_options_keep_fits_defaults_for_the_dimensionality():
+    from jdeconv.cli.deconvolve import make_config
     from jdeconv.config import Config
 
     parser = cli.build_parser()
 
     def config(*options, ndim):
         args = parser.parse_args(["deconvolve", "x.tif", "--psf", "p.tif", "-o", "y.tif", *options])
-        return cli._make_config(args, ndim)
+        return make_config(args, ndim)
 
     assert config(ndim=3) is None  # fit(cfg=None)
     assert config("--steps", "5", ndim=3) == Config.default(3, steps=5)
