@@ -75,22 +75,20 @@ def run(args) -> int:
     model_dirs = _model_dirs(args, inputs, protected)
     psfs = PsfProvider(args)
 
-    # Check every input before the first (long) fit, so a batch fails early.
-    shapes = []
+    # Read and check every input before the first (long) fit, so a batch fails early.
+    # Each file is read once: the images are kept (in their stored dtype) until fitted.
+    jobs = []
     for path in inputs:
         image, meta = read(path, args)
         arr = validated(path, image)
-        psfs.checked(path, arr, meta)
-        make_config(args, arr.ndim)
-        shapes.append(arr.shape)
+        jobs.append((image, meta, psfs.checked(path, arr, meta), make_config(args, arr.ndim)))
     make_output_dir(args)
 
     from ..api import fit, save_model
 
     for i, (path, out) in enumerate(zip(inputs, outputs, strict=True)):
-        image, meta = read(path, args)
-        psf = psfs.checked(path, image, meta)
-        cfg = make_config(args, image.ndim)
+        image, meta, psf, cfg = jobs[i]
+        jobs[i] = None  # free each image once it is done with
         note(
             args,
             f"[{i + 1}/{len(inputs)}] {path} ({shape_text(image.shape)} {meta.axes} "

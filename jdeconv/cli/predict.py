@@ -65,6 +65,9 @@ def run(args) -> int:
         except ValueError as err:
             raise InputError(f"--tile {args.tile}: {err}") from err
 
+    # Read and check every input before the first prediction, so a batch fails early.
+    # Each file is read once: the images are kept (in their stored dtype) until used.
+    images = []
     for path in inputs:
         image, meta = read(path, args)
         arr = validated(path, image)
@@ -74,10 +77,12 @@ def run(args) -> int:
                 f"{arr.ndim}D (shape {arr.shape}); use --axes/--channel/--time or a "
                 f"{arr.ndim}D model."
             )
+        images.append((image, meta))
     make_output_dir(args)
 
-    for path, out in zip(inputs, outputs, strict=True):
-        image, meta = read(path, args)
+    for i, (path, out) in enumerate(zip(inputs, outputs, strict=True)):
+        image, meta = images[i]
+        images[i] = None  # free each image once it is done with
         start = time.perf_counter()
         try:
             result = deconvolve(image, model, tta=args.tta)
