@@ -79,11 +79,19 @@ def test_quick_benchmark_writes_results(tmp_path):
     assert "## Whole train step: FFT vs direct forward model" in markdown
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("convolution_benchmark", SCRIPT)
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _load_script():
+    return _load(SCRIPT, "convolution_benchmark")
+
+
+def _load_timing():
+    return _load(SCRIPT.with_name("_timing.py"), "benchmark_timing")
 
 
 def _sleeper(name, seconds, log):
@@ -96,24 +104,24 @@ def _sleeper(name, seconds, log):
 
 
 def test_ab_ratio_alternates_and_measures_the_ratio():
-    bench = _load_script()
+    timing = _load_timing()
     log = []
     a, b = _sleeper("a", 0.004, log), _sleeper("b", 0.002, log)
-    ab = bench._ab_ratio(a, b, (), pairs=4, half=0.003, budget=1.0)
+    ab = timing.ab_ratio(a, b, (), pairs=4, half=0.003, budget=1.0)
     assert ab["pairs"] == 4 and ab["calls"] == 2  # 2 calls of >= 2 ms make a 3 ms half
     assert 1.5 < ab["ratio"] < 2.5  # a sleeps twice as long as b
     # After one estimate call each: AB, BA, AB, BA, two calls per half.
     assert log[2:] == list("aabbbbaaaabbbbaa")
     # Too slow for 3 pairs in the budget: no A/B ratio.
-    assert bench._ab_ratio(a, b, (), pairs=4, half=0.003, budget=0.01) is None
+    assert timing.ab_ratio(a, b, (), pairs=4, half=0.003, budget=0.01) is None
 
 
 def test_measure_point_batches_fast_calls_and_rotates(monkeypatch):
-    bench = _load_script()
+    timing = _load_timing()
     order = []
     compiled = {name: _sleeper(name, t, order) for name, t in (("fast", 0.001), ("slow", 0.03))}
     compiled["too_slow"] = _sleeper("too_slow", 0.5, order)
-    point = bench._measure_point(compiled, (), repeats=3, budget=0.4, min_sample=0.01)
+    point = timing.measure_point(compiled, (), repeats=3, budget=0.4, min_sample=0.01)
     fast, slow, too_slow = point["fast"], point["slow"], point["too_slow"]
     assert fast["calls_per_sample"] >= 5  # ~10 calls of 1 ms make one 10 ms sample
     assert slow["calls_per_sample"] == 1
