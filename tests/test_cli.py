@@ -5,11 +5,13 @@ A fit compiles for tens of seconds on a CPU, so one module-scoped run of ``decon
 once with ``--quick``. Everything else (psf, simulate, bad input, usage) needs no fit.
 """
 
+import collections
 import contextlib
 import io as _stringio
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,9 @@ import pytest
 import tifffile
 
 import jdeconv.api
+import jdeconv.io
 from jdeconv import cli
+from jdeconv.config import Config
 from jdeconv.io import ImageMetadata, read_image, write_image
 from jdeconv.psf import gaussian_psf, gibson_lanni_psf
 
@@ -187,6 +191,57 @@ def test_predict_with_saved_model_globs_and_cast_back(data, trained, tmp_path):
         ["predict", "--model", tmp_path / "nope", data / "cells.tif", "-o", tmp_path / "x.tif"]
     )
     assert_one_line_error(code, stderr, "nope", "no such model")
+
+
+def test_each_input_file_is_read_once(data, trained, tmp_path, monkeypatch):
+    # Counts every read through jdeconv.io.read_image, the one reader the CLI uses.
+    reads = collections.Counter()
+    real_read = jdeconv.io.read_image
+
+    def counting_read(path, **options):
+        reads[Path(path).name] += 1
+        return real_read(path, **options)
+
+    fitted = []
+
+    def fake_fit(image, psf, cfg=None, **kwargs):  # no training: only what was read matters
+        fitted.append(np.asarray(image))
+        return types.SimpleNamespace(
+            deconvolved=np.asarray(image, np.float32),
+            model=types.SimpleNamespace(config=Config.default(image.ndim)),
+            history={"loss": [1.0]},
+            timings={"total": 0.0, "compile": 0.0, "steps": 1, "seconds_per_step": 0.0},
+            best_step=1,
+        )
+
+    monkeypatch.setattr(jdeconv.io, "read_image", counting_read)
+    monkeypatch.setattr(jdeconv.api, "fit", fake_fit)
+    counts, meta = real_read(data / "cells.tif")
+    write_image(tmp_path / "a.tif", counts, metadata=meta, like=meta)
+    np.save(tmp_path / "b.npy", counts[::-1])
+    inputs = [tmp_path / "a.tif", tmp_path / "b.npy"]
+
+    code, _, stderr = run(
+        ["deconvolve", *inputs, "--psf", data / "psf.tif", "--output-dir", tmp_path / "d"]
+    )
+    assert code == 0, stderr
+    assert reads == {"a.tif": 1, "b.npy": 1, "psf.tif": 1}
+    np.testing.assert_array_equal(fitted[0], counts)  # the images read are those fitted
+    np.testing.assert_array_equal(fitted[1], counts[::-1])
+
+    reads.clear()
+    code, _, stderr = run(
+        ["predict", "--model", trained["model"], *inputs, "--output-dir", tmp_path / "p"]
+    )
+    assert code == 0, stderr
+    assert reads == {"a.tif": 1, "b.npy": 1}
+
+    reads.clear()
+    code, _, stderr = run(
+        ["simulate", data / "clean.npy", "--psf", data / "psf.tif", "-o", tmp_path / "n.tif"]
+    )
+    assert code == 0, stderr
+    assert reads == {"clean.npy": 1, "psf.tif": 1}
 
 
 def test_psf_command_2d_3d_and_gaussian(tmp_path):
@@ -504,13 +559,14 @@ def test_demo_quick(tmp_path):
 
 
 def test_training_options_keep_fits_defaults_for_the_dimensionality():
+    from jdeconv.cli.deconvolve import make_config
     from jdeconv.config import Config
 
     parser = cli.build_parser()
 
     def config(*options, ndim):
         args = parser.parse_args(["deconvolve", "x.tif", "--psf", "p.tif", "-o", "y.tif", *options])
-        return cli._make_config(args, ndim)
+        return make_config(args, ndim)
 
     assert config(ndim=3) is None  # fit(cfg=None)
     assert config("--steps", "5", ndim=3) == Config.default(3, steps=5)

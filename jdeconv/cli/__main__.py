@@ -1,0 +1,7 @@
+"""``python -m jdeconv.cli``: the command line (see :mod:`jdeconv.cli`)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

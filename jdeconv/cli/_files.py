@@ -1,0 +1,156 @@
+"""Input and output files: globs, output plans that never overwrite an input, reading
+with the CLI's axis options, validation and writing; problems become :class:`InputError`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+from pathlib import Path
+
+from .. import io
+from ._common import InputError
+
+
+def expand_inputs(patterns) -> list[Path]:
+    """Inputs as paths; glob patterns are expanded here too (Windows shells do not)."""
+    paths: list[Path] = []
+    for pattern in patterns:
+        if any(c in pattern for c in "*?[") and not Path(pattern).exists():
+            matches = [Path(m) for m in sorted(glob.glob(pattern)) if Path(m).is_file()]
+            if not matches:
+                raise InputError(f"{pattern}: no files match this pattern.")
+            paths.extend(matches)
+        else:
+            path = Path(pattern)
+            if not path.exists():
+                raise InputError(f"{path}: no such file.")
+            paths.append(path)
+    unique, seen = [], set()
+    for path in paths:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_output(out: Path, inputs, *, parent_must_exist: bool = True) -> None:
+    """An output must be writable where it is named, and never one of the inputs."""
+    if out.suffix.lower() not in io.WRITE_SUFFIXES:
+        raise InputError(
+            f"{out}: unsupported output type {out.suffix or '(none)'!r}; use "
+            f"{', '.join(io.WRITE_SUFFIXES)}."
+        )
+    for source in inputs:
+        if source is not None and same_file(out, Path(source)):
+            raise InputError(
+                f"{out}: the output is the input file {source}; jdeconv never overwrites "
+                "its inputs. Choose another output name."
+            )
+    if out.is_dir():
+        raise InputError(f"{out}: is a directory; give an output file name.")
+    if parent_must_exist and not out.parent.is_dir():
+        raise InputError(
+            f"{out}: the output directory {out.parent} does not exist; create it first."
+        )
+
+
+def plan_outputs(args, inputs: list[Path], protected) -> list[Path]:
+    """One output path per input, checked before any work starts."""
+    if args.output is not None:
+        if len(inputs) != 1:
+            raise InputError(
+                f"-o/--output names one file but there are {len(inputs)} inputs; use "
+                "--output-dir for several."
+            )
+        outputs = [Path(args.output)]
+    else:
+        directory = Path(args.output_dir)
+        if directory.exists() and not directory.is_dir():
+            raise InputError(f"{directory}: --output-dir is a file, not a directory.")
+        outputs = [directory / f"{io.image_stem(p)}_deconv.tif" for p in inputs]
+    seen: dict[Path, Path] = {}
+    for source, out in zip(inputs, outputs, strict=True):
+        key = out.resolve()
+        if key in seen:
+            raise InputError(
+                f"{out}: {seen[key]} and {source} would both be written here; rename one or "
+                "process them separately."
+            )
+        seen[key] = source
+        # --output-dir is created later, once the inputs have been checked.
+        check_output(out, protected, parent_must_exist=args.output is not None)
+    return outputs
+
+
+def make_output_dir(args) -> None:
+    if getattr(args, "output_dir", None) is not None:
+        try:
+            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(
+                f"{args.output_dir}: cannot create the output directory: {err}"
+            ) from err
+
+
+def read(path: Path, args):
+    """``jdeconv.io.read_image`` with the CLI's axes/channel/time options.
+
+    Returns ``(image, metadata)``; errors become :class:`InputError`.
+    """
+    try:
+        return io.read_image(
+            path,
+            axes=getattr(args, "axes", None),
+            channel=getattr(args, "channel", None),
+            time=getattr(args, "time", None),
+        )
+    except (ValueError, OSError) as err:
+        message = str(err)
+        raise InputError(message if str(path) in message else f"{path}: {message}") from err
+
+
+def validated(path: Path, image):
+    """``jdeconv.api.validate_image`` (float, 2D/3D, finite, not constant) or InputError."""
+    from ..api import validate_image
+
+    try:
+        return validate_image(image, name="image")
+    except ValueError as err:
+        raise InputError(f"{path}: {err}") from err
+
+
+def output_dtype(args, meta: io.ImageMetadata):
+    return meta.dtype if args.dtype == "input" else args.dtype
+
+
+def write(out: Path, array, meta: io.ImageMetadata | None, dtype=None) -> None:
+    """Write one output; warn when an integer type would keep few grey levels."""
+    import numpy as np
+
+    if dtype is not None and np.dtype(dtype).kind in "ui":
+        span = float(np.ptp(array))
+        if span < 255:
+            warnings.warn(
+                f"{out}: the result spans only {span:.3g} intensity units, so {dtype} keeps "
+                f"at most {int(span) + 2} grey levels (values are not rescaled); write float32 "
+                "(the default) to keep its precision.",
+                stacklevel=2,
+            )
+    try:
+        io.write_image(out, array, metadata=meta, dtype=dtype)
+    except FileNotFoundError as err:
+        raise InputError(f"{out}: {err}") from err
+    except OSError as err:
+        raise RuntimeError(f"cannot write {out}: {err}") from err

@@ -1,0 +1,185 @@
+"""``jdeconv deconvolve``: train on each image and write its deconvolution."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..io import image_stem
+from . import _options as opt
+from ._common import EXIT_OK, InputError, note, shape_text
+from ._files import (
+    expand_inputs,
+    make_output_dir,
+    output_dtype,
+    plan_outputs,
+    read,
+    same_file,
+    validated,
+    write,
+)
+from ._psf import PsfProvider
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser(
+        "deconvolve",
+        parents=[
+            opt.common_parser(),
+            opt.reading_parser(),
+            opt.psf_choice_parser(),
+            opt.psf_parameter_parser(),
+            opt.outputs_parser(),
+        ],
+        help="train on each image and write its deconvolution",
+        description=(
+            "Learn a deconvolution of each input from the image itself (self-supervised) "
+            "and write the result. Each file gets its own model.\n\n"
+            "Example:\n  jdeconv deconvolve cells.tif --psf psf.tif -o cells_deconv.tif\n"
+            "  jdeconv deconvolve 'data/*.tif' --psf-model gibson-lanni --na 1.2 "
+            "--wavelength 0.52 --ni 1.33 --pixel-size-xy 0.1 --output-dir results"
+        ),
+        formatter_class=opt.Formatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="images or glob patterns")
+    group = p.add_argument_group("training")
+    group.add_argument(
+        "--preset",
+        choices=("noise2self", "noise2same", "noise2same_d"),
+        help="loss preset (default: the library's choice for the image's dimensionality)",
+    )
+    group.add_argument("--steps", type=opt.positive_int, help="training steps (maximum)")
+    group.add_argument("--seed", type=opt.non_negative_int, help="random seed")
+    group.add_argument("--patch-size", type=opt.positive_int, help="training patch side (YX)")
+    group.add_argument("--patch-size-z", type=opt.positive_int, help="training patch depth (3D)")
+    group.add_argument("--batch-size", type=opt.positive_int, help="patches per step")
+    group.add_argument("--tile", type=opt.positive_int, help="tiled inference with this tile side")
+    group.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="average the prediction over rotations/flips (default: the preset's)",
+    )
+    group.add_argument(
+        "--save-model",
+        metavar="DIR",
+        help="save the trained model here (with several inputs: DIR/<stem>)",
+    )
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    inputs = expand_inputs(args.inputs)
+    protected = [*inputs, args.psf]
+    outputs = plan_outputs(args, inputs, protected)
+    model_dirs = _model_dirs(args, inputs, protected)
+    psfs = PsfProvider(args)
+
+    # Read and check every input before the first (long) fit, so a batch fails early.
+    # Each file is read once: the images are kept (in their stored dtype) until fitted.
+    jobs = []
+    for path in inputs:
+        image, meta = read(path, args)
+        arr = validated(path, image)
+        jobs.append((image, meta, psfs.checked(path, arr, meta), make_config(args, arr.ndim)))
+    make_output_dir(args)
+
+    from ..api import fit, save_model
+
+    for i, (path, out) in enumerate(zip(inputs, outputs, strict=True)):
+        image, meta, psf, cfg = jobs[i]
+        jobs[i] = None  # free each image once it is done with
+        note(
+            args,
+            f"[{i + 1}/{len(inputs)}] {path} ({shape_text(image.shape)} {meta.axes} "
+            f"{image.dtype}) -> {out}",
+        )
+        try:
+            result = fit(image, psf, cfg, verbose=not args.quiet, normalize_psf=args.normalize_psf)
+        except ValueError as err:
+            raise InputError(f"{path}: {err}") from err
+        write(out, result.deconvolved, meta, output_dtype(args, meta))
+        saved = ""
+        if model_dirs is not None:
+            save_model(result.model, model_dirs[i])
+            saved = f"; model saved to {model_dirs[i]}"
+        t = result.timings
+        losses = _loss_summary(result.history, result.model.config)
+        if not args.quiet:
+            print(
+                f"{path} -> {out}: {shape_text(image.shape)} in {t['total']:.1f} s "
+                f"(compile {t['compile']:.1f} s, {t['steps']} steps at "
+                f"{t['seconds_per_step']:.3g} s/step); {losses}; "
+                f"kept step {result.best_step}{saved}",
+                flush=True,
+            )
+    return EXIT_OK
+
+
+def _model_dirs(args, inputs, protected):
+    if args.save_model is None:
+        return None
+    base = Path(args.save_model)
+    if base.exists() and not base.is_dir():
+        raise InputError(f"{base}: --save-model must be a directory, and this is a file.")
+    dirs = [base] if len(inputs) == 1 else [base / image_stem(p) for p in inputs]
+    for directory in dirs:
+        for name in ("config.json", "params.npz", "psf.npy"):
+            for source in protected:
+                if source is not None and same_file(directory / name, Path(source)):
+                    raise InputError(
+                        f"{directory}: saving the model would overwrite the input {source}; "
+                        "choose another --save-model directory."
+                    )
+    if not base.parent.is_dir():
+        raise InputError(f"{base}: its parent directory {base.parent} does not exist.")
+    return dirs
+
+
+def _config_overrides(args) -> dict:
+    names = ("steps", "seed", "patch_size", "patch_size_z", "batch_size")
+    overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    if args.tta is not None:
+        overrides["tta"] = args.tta
+    return overrides
+
+
+def with_tile(cfg, tile):
+    """``cfg`` with tiled inference of side ``tile`` (None: unchanged)."""
+    return cfg if tile is None else cfg.replace(tile_size=tile)
+
+
+def make_config(args, ndim: int):
+    """The Config for a ``ndim``-D image from the CLI options, or None for fit's default."""
+    from ..config import Config
+
+    overrides = _config_overrides(args)
+    if args.preset is None and not overrides and args.tile is None:
+        return None
+    try:
+        if args.preset is None:  # fit's default for this dimensionality, with the changes
+            cfg = Config.default(ndim, **overrides)
+        else:
+            cfg = Config.preset(args.preset, **overrides)
+        return with_tile(cfg, args.tile)
+    except ValueError as err:
+        raise InputError(f"invalid training settings: {err}") from err
+
+
+def _loss_summary(history: dict, cfg) -> str:
+    """Last total loss, its terms (those of ``cfg.loss_weights``) and the validation loss."""
+    losses = history.get("loss") or []
+    if not losses:
+        return "no losses recorded"
+    terms = [
+        f"{name} {history[name][-1]:.4g}"
+        for name, _ in cfg.loss_weights
+        if isinstance(history.get(name), list) and history[name]
+    ]
+    text = f"final loss {losses[-1]:.4g}"
+    if terms:
+        text += f" ({', '.join(terms)})"
+    validation = history.get("val_loss") or []
+    if validation:
+        text += f", validation {validation[-1]:.4g} (best {min(validation):.4g})"
+    return text
