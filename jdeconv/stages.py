@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._checks import check_image
+from ._checks import check_image, check_psf_fits
 from .config import Config
 from .forward import ForwardModel, make_forward
 from .losses import Loss, make_loss
@@ -54,12 +54,7 @@ def validate_image(image, *, name: str = "image") -> np.ndarray:
       >>> validate_image(np.arange(16).reshape(4, 4)).dtype
       dtype('float64')
     """
-    arr = check_image(image, name=name)
-    if np.ptp(arr) == 0:
-        raise ValueError(
-            f"{name} is constant (all {arr.flat[0]:g}); there is nothing to deconvolve."
-        )
-    return arr
+    return check_image(image, name=name, allow_constant=False)
 
 
 def normalization(arr: np.ndarray, cfg: Config) -> tuple[float, float]:
@@ -212,10 +207,7 @@ def prepare(image, psf, cfg: Config | None = None, *, normalize_psf: bool = Fals
     arr = validate_image(image)
     ndim = arr.ndim
     psf = validate_psf(psf, ndim=ndim, normalize=normalize_psf)
-    if any(k > n for k, n in zip(psf.shape, arr.shape, strict=True)):
-        raise ValueError(
-            f"PSF shape {psf.shape} is larger than the image {arr.shape}; crop the PSF."
-        )
+    check_psf_fits(psf.shape, arr.shape)
     if cfg is None:
         cfg = Config.default(ndim)
     if not isinstance(cfg, Config):

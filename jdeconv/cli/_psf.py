@@ -84,6 +84,7 @@ class PsfProvider:
 
     def checked(self, path: Path, image, meta: ImageMetadata):
         """The validated PSF for this image; mismatches name both files."""
+        from .._checks import check_psf_fits
         from ..psf import validate_psf
 
         psf, sizes = self.get(image.ndim)
@@ -93,11 +94,10 @@ class PsfProvider:
         except ValueError as err:
             hint = " Or pass --normalize-psf." if "sums to" in str(err) else ""
             raise InputError(f"{source}: {err} (image {path}: shape {image.shape}).{hint}") from err
-        if any(k > n for k, n in zip(psf.shape, image.shape, strict=True)):
-            raise InputError(
-                f"{path}: the PSF ({source}) has shape {psf.shape}, larger than the image "
-                f"{image.shape} on some axis; crop the PSF or use a larger image."
-            )
+        try:
+            check_psf_fits(psf.shape, image.shape)
+        except ValueError as err:
+            raise InputError(f"{path}: the PSF ({source}): {err}") from err
         _warn_pixel_sizes(path, meta, sizes, source)
         return psf
 
