@@ -43,6 +43,14 @@ class FitResult:
       best_step: the step whose parameters were kept (by validation loss), or the last.
       timings: seconds for ``compile``, ``train``, ``inference``, ``total`` and ``steps``
         run.
+
+    Example:
+      >>> import numpy as np, jdeconv
+      >>> cfg = jdeconv.Config(steps=2, batch_size=2, patch_size=16, depth=2)
+      >>> r = jdeconv.fit(np.random.default_rng(0).random((32, 32)),
+      ...                 jdeconv.psf.gaussian_psf((3, 3), 1.0), cfg, verbose=False)
+      >>> r.deconvolved.shape, r.timings["steps"]
+      ((32, 32), 2)
     """
 
     deconvolved: np.ndarray

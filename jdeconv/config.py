@@ -127,6 +127,10 @@ class NetworkConfig:
       depth: number of 2× downsamplings.
       norm: "none" (needed for exact tiled inference) or "group" (GroupNorm).
       residual: residual blocks.
+
+    Example:
+      >>> NetworkConfig(base_channels=8, depth=2).multiple
+      4
     """
 
     base_channels: int = 16
@@ -167,6 +171,10 @@ class DataConfig:
       batch_size: patches per step.
       normalization: "meanstd" or "percentile" (``percentiles`` low/high mapped to 0/1).
       percentiles: (low, high) for "percentile".
+
+    Example:
+      >>> DataConfig(patch_size=32, patch_size_z=16).patch_shape(3)
+      (16, 32, 32)
     """
 
     patch_size: int = 64
@@ -205,6 +213,10 @@ class MaskConfig:
       fraction: fraction of masked pixels, in (0, 0.5].
       replacement: "noise" (N(0, noise_std)), "zero" or "local_mean".
       noise_std: standard deviation of the replacement noise (standardised units).
+
+    Example:
+      >>> MaskConfig(fraction=0.005).fraction
+      0.005
     """
 
     kind: MaskKind = "stratified"
@@ -230,6 +242,10 @@ class OptimConfig:
         "step" (halve every ``decay_every`` steps, as Papkov et al.).
       warmup_steps, decay_every: schedule settings.
       grad_clip: global-norm clipping, or None.
+
+    Example:
+      >>> OptimConfig(learning_rate=4e-4, schedule="step").decay_every
+      500
     """
 
     optimizer: Optimizer = "adam"
@@ -259,6 +275,10 @@ class ForwardConfig:
       padding: "reflect", "zero" or "periodic".
       crop_border: compute losses only where ``g`` sees real pixels (patch minus half the
         PSF on each side) instead of over the padded border.
+
+    Example:
+      >>> ForwardConfig(padding="zero").method
+      'auto'
     """
 
     method: Method = "auto"
@@ -286,6 +306,10 @@ class ValidationConfig:
       restore_best: return the kept parameters instead of the last. Off by default: the
         held-out loss is measured after the PSF and in our runs it did not track the
         deconvolved image's quality (benchmarks/results/model_selection-*.md).
+
+    Example:
+      >>> ValidationConfig(fraction=0.0).restore_best
+      False
     """
 
     fraction: float = 0.01
@@ -313,6 +337,10 @@ class InferenceConfig:
         results agree to float rounding when it covers the receptive field (64 does for
         depth 3).
       clip_output: clip the deconvolved image to the input's range.
+
+    Example:
+      >>> InferenceConfig(tile_size=256).tile_halo
+      64
     """
 
     tta: bool = True

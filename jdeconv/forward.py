@@ -74,6 +74,10 @@ def auto_method(psf_shape, image_shape) -> str:
     FFT from a kernel volume threshold per backend (``jax.default_backend()``) and rank on.
     CPU (measured): FFT for every PSF larger than one pixel. GPU/TPU (Papkov et al. 2023's
     advice, not yet measured here): FFT above 25x25 in 2D and 9x9x9 in 3D, by volume.
+
+    Example:
+      >>> auto_method((17, 17), (256, 256)) in ("fft", "direct")
+      True
     """
     del image_shape  # Measured on CPU: the crossover does not move with the image size.
     table = _AUTO_FFT_MIN_KERNEL_VOLUME.get(
@@ -112,6 +116,11 @@ class ForwardModel:
       padding: "reflect", "zero" or "periodic" (static).
       fft_shape: the fast FFT size of the extended image; None for the direct method
         (static).
+
+    Example:
+      >>> g = make_forward(np.full((3, 3), 1 / 9), (16, 16))
+      >>> g.method, g.shape
+      ('fft', (16, 16))
     """
 
     psf: jax.Array

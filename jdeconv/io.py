@@ -92,6 +92,10 @@ class ImageMetadata:
       source_shape: the file's array shape.
       selection: the indices picked from selectable axes, e.g. ``{"C": 1}``.
       path: the file read, or None.
+
+    Example:
+      >>> ImageMetadata(axes="ZYX", pixel_size=(0.3, 0.1, 0.1)).size_of("Z")
+      0.3
     """
 
     axes: str
@@ -125,7 +129,12 @@ def _positive_or_none(value) -> float | None:
 
 
 def image_stem(path) -> str:
-    """File name without its image suffix (``cells.ome.tif`` -> ``cells``)."""
+    """File name without its image suffix (``cells.ome.tif`` -> ``cells``).
+
+    Example:
+      >>> image_stem("cells.ome.tif")
+      'cells'
+    """
     name = Path(path).name
     lower = name.lower()
     for suffix in (".ome.tiff", ".ome.tif", *READ_SUFFIXES):

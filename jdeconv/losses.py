@@ -67,7 +67,13 @@ UNMASKED, MASKED = "unmasked", "masked"
 
 
 class Passes(NamedTuple):
-    """Everything a loss term may read, for one patch. Absent passes are ``None``."""
+    """Everything a loss term may read, for one patch. Absent passes are ``None``.
+
+    Example:
+      >>> x = jnp.zeros((8, 8))
+      >>> Passes(image=x, mask=x > 0, deconvolved=x).reconvolved is None
+      True
+    """
 
     image: jax.Array
     mask: jax.Array
@@ -345,6 +351,13 @@ class Loss:
 
     Attributes:
       terms: ``((name, weight, Term), ...)``.
+
+    Example:
+      >>> loss = make_loss({"rec": 1.0, "bound": 0.1}, defaults={"lower": 0.0, "upper": 1.0})
+      >>> x = jnp.ones((2, 8, 8))
+      >>> total, terms = loss(Passes(x, x > 0, deconvolved=x, reconvolved=x))
+      >>> float(total)
+      0.0
     """
 
     terms: tuple[tuple[str, float, Term], ...]

@@ -39,7 +39,12 @@ def _check_fraction(fraction: float) -> float:
 
 
 def box_size(fraction: float, ndim: int) -> int:
-    """Side of the box holding one masked pixel, so that about ``fraction`` are masked."""
+    """Side of the box holding one masked pixel, so that about ``fraction`` are masked.
+
+    Example:
+      >>> box_size(0.005, 2), box_size(0.005, 3)
+      (14, 6)
+    """
     return max(1, round((1.0 / _check_fraction(fraction)) ** (1.0 / ndim)))
 
 
@@ -56,6 +61,10 @@ def stratified_mask(key: jax.Array, shape, *, fraction: float = 0.005) -> jax.Ar
 
     Returns:
       bool array of ``shape``.
+
+    Example:
+      >>> int(stratified_mask(jax.random.key(0), (28, 28), fraction=0.005).sum())
+      4
     """
     shape = tuple(int(s) for s in shape)
     side = box_size(fraction, len(shape))
@@ -71,7 +80,12 @@ def stratified_mask(key: jax.Array, shape, *, fraction: float = 0.005) -> jax.Ar
 
 
 def bernoulli_mask(key: jax.Array, shape, *, fraction: float = 0.005) -> jax.Array:
-    """Each pixel masked independently with probability ``fraction`` (as in SSI)."""
+    """Each pixel masked independently with probability ``fraction`` (as in SSI).
+
+    Example:
+      >>> bernoulli_mask(jax.random.key(0), (64, 64), fraction=0.1).dtype
+      dtype('bool')
+    """
     return jax.random.bernoulli(key, _check_fraction(fraction), tuple(shape))
 
 
@@ -112,6 +126,12 @@ def replace_masked(
         ``"local_mean"`` (mean of the unmasked pixels among the 3^ndim - 1
         neighbours: no masked value reaches any replacement).
       noise_std: standard deviation for ``"noise"``, in standardised units.
+
+    Example:
+      >>> x = jnp.ones((4, 4))
+      >>> mask = jnp.zeros((4, 4), bool).at[1, 1].set(True)
+      >>> float(replace_masked(None, x, mask, replacement="zero")[1, 1])
+      0.0
     """
     if replacement == "noise":
         fill = noise_std * jax.random.normal(key, x.shape, x.dtype)
@@ -133,7 +153,14 @@ def mask_and_replace(
     replacement: str = "noise",
     noise_std: float = 0.2,
 ) -> tuple[jax.Array, jax.Array]:
-    """Draw a mask for ``x`` and replace its pixels: returns ``(x_masked, mask)``."""
+    """Draw a mask for ``x`` and replace its pixels: returns ``(x_masked, mask)``.
+
+    Example:
+      >>> x = jnp.zeros((28, 28))
+      >>> masked, mask = mask_and_replace(jax.random.key(0), x, fraction=0.005)
+      >>> int(mask.sum())
+      4
+    """
     mask_key, fill_key = jax.random.split(key)
     if kind == "stratified":
         mask = stratified_mask(mask_key, x.shape, fraction=fraction)

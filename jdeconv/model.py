@@ -43,6 +43,14 @@ class FittedModel:
       ndim: 2 or 3.
       psf: the PSF it was trained with (for ``reconvolved``).
       version: jdeconv version that trained it.
+
+    Example:
+      >>> import jdeconv
+      >>> from jdeconv.unet import init_unet
+      >>> cfg = jdeconv.Config(depth=1, base_channels=4, patch_size=8)
+      >>> m = FittedModel(init_unet(0, cfg.unet(2))[1], cfg, 2, jdeconv.psf.gaussian_psf((3, 3), 1.0))
+      >>> m.ndim
+      2
     """
 
     params: nnx.State

@@ -37,7 +37,7 @@ def make_predictor(graphdef) -> Callable:
 
     Example:
       >>> from jdeconv.unet import UNetConfig, init_unet
-      >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4))
+      >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4, norm="none"))
       >>> make_predictor(graphdef)(params, jnp.zeros((8, 8))).shape
       (8, 8)
     """
@@ -121,7 +121,7 @@ def predict(
 
     Example:
       >>> from jdeconv.unet import UNetConfig, init_unet
-      >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4))
+      >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4, norm="none"))
       >>> predict(make_predictor(graphdef), params, np.zeros((8, 8)), multiple=2).shape
       (8, 8)
     """

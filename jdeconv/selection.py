@@ -57,6 +57,16 @@ def make_validation_fn(graphdef, held_out_index) -> Callable:
     for ``image``'s shape (an argument, so a new PSF of that shape does not recompile).
     ``image_in`` is the training image (held-out pixels hidden), ``image`` the original.
     Per-pixel values allow paired comparisons between models.
+
+    Example:
+      >>> import jdeconv
+      >>> from jdeconv.unet import UNetConfig, init_unet
+      >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4, norm="none"))
+      >>> x = jnp.zeros((16, 16))
+      >>> g = jdeconv.make_forward(jdeconv.psf.gaussian_psf((3, 3), 1.0), x.shape)
+      >>> validate = make_validation_fn(graphdef, (np.array([3, 5]), np.array([4, 9])))
+      >>> validate(params, x, x, g).shape
+      (2,)
     """
     index = tuple(jnp.asarray(i) for i in held_out_index)
 

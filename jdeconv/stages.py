@@ -122,6 +122,13 @@ class Prepared:
       input_range: the input's (min, max), in its own units.
       loss: the loss, its bound terms bound to the input's range.
       train_key: the key of patch sampling and masks.
+
+    Example:
+      >>> import jdeconv
+      >>> p = prepare(np.random.default_rng(0).random((32, 32)),
+      ...             jdeconv.psf.gaussian_psf((3, 3), 1.0), jdeconv.Config(patch_size=16, depth=2))
+      >>> p.forward((16, 16)).shape
+      (16, 16)
     """
 
     cfg: Config
@@ -151,7 +158,16 @@ class Prepared:
 
 @dataclasses.dataclass(frozen=True)
 class Trained:
-    """What :func:`train` returns: parameters, history, kept step and timings."""
+    """What :func:`train` returns: parameters, history, kept step and timings.
+
+    Example:
+      >>> import jdeconv
+      >>> cfg = jdeconv.Config(patch_size=16, depth=2, steps=1, batch_size=2)
+      >>> p = prepare(np.random.default_rng(0).random((32, 32)),
+      ...             jdeconv.psf.gaussian_psf((3, 3), 1.0), cfg)
+      >>> train(p, verbose=False).best_step
+      1
+    """
 
     params: object
     history: dict

@@ -39,7 +39,13 @@ __all__ = [
 
 
 class TrainState(NamedTuple):
-    """What one step carries to the next (a pytree; replaced, never mutated)."""
+    """What one step carries to the next (a pytree; replaced, never mutated).
+
+    Example:
+      >>> state = TrainState({"w": jnp.zeros(2)}, (), jnp.zeros((), jnp.int32))
+      >>> int(state.step)
+      0
+    """
 
     params: nnx.State
     opt_state: optax.OptState
@@ -153,7 +159,7 @@ def make_train_step(
     Example:
       >>> from jdeconv.losses import make_loss
       >>> from jdeconv.unet import UNetConfig, init_unet
-      >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4))
+      >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4, norm="none"))
       >>> tx = optax.adam(1e-3)
       >>> step = make_train_step(graphdef, make_loss("noise2self"), tx, batch_size=2,
       ...                        masks=MaskConfig())

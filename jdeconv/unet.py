@@ -42,6 +42,10 @@ class UNetConfig:
         the channel axis, then one 2D convolution: 3–4× faster forward+backward than XLA's
         3D convolution on CPU, see benchmarks/results/train_step-cpu.md) or "native"
         (``lax.conv_general_dilated`` in 3D). Same parameters, same result.
+
+    Example:
+      >>> UNetConfig(ndim=3, depth=2).multiple
+      4
     """
 
     ndim: int = 2
@@ -150,7 +154,13 @@ def _upsample(x, ndim: int):
 
 
 class UNet(nnx.Module):
-    """U-Net ``(B, *spatial, 1) -> (B, *spatial, 1)``; see the module docstring."""
+    """U-Net ``(B, *spatial, 1) -> (B, *spatial, 1)``; see the module docstring.
+
+    Example:
+      >>> net = UNet(UNetConfig(ndim=2, depth=1, base_channels=4, norm="none"), rngs=nnx.Rngs(0))
+      >>> net(jnp.zeros((1, 8, 8, 1))).shape
+      (1, 8, 8, 1)
+    """
 
     def __init__(self, cfg: UNetConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
@@ -196,7 +206,12 @@ class UNet(nnx.Module):
 
 
 def count_params(model: nnx.Module) -> int:
-    """Number of trainable parameters."""
+    """Number of trainable parameters.
+
+    Example:
+      >>> count_params(UNet(UNetConfig(ndim=2, depth=1, base_channels=4, norm="none"), rngs=nnx.Rngs(0)))
+      1889
+    """
     params = nnx.state(model, nnx.Param)
     return sum(int(p.size) for p in jax.tree.leaves(params))
 
@@ -221,7 +236,7 @@ def apply_network(graphdef, params, x: jax.Array) -> jax.Array:
     """Run the network on a batch ``(B, *spatial)`` and return ``(B, *spatial)``.
 
     Example:
-      >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4))
+      >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4, norm="none"))
       >>> apply_network(graphdef, params, jnp.zeros((1, 8, 8))).shape
       (1, 8, 8)
     """
@@ -253,7 +268,7 @@ def init_unet(key, cfg: UNetConfig | None = None, *, seed: int | None = None):
       cfg: the network's shape.
 
     Example:
-      >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4))
+      >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4, norm="none"))
       >>> count = sum(p.size for p in jax.tree.leaves(params))
     """
     if isinstance(key, UNetConfig):  # the pre-0.2 order init_unet(cfg, seed=0)

@@ -4,4 +4,5 @@ import sys
 
 from . import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not on import (pytest --doctest-modules imports every module)
+    sys.exit(main())
