@@ -35,6 +35,7 @@ import optax  # noqa: E402
 
 import jdeconv  # noqa: E402
 from jdeconv import Config, _files  # noqa: E402
+from jdeconv.config import FLAT_FIELDS  # noqa: E402
 from jdeconv.classic import make_richardson_lucy  # noqa: E402
 from jdeconv.metrics import (  # noqa: E402
     mutual_information,
@@ -219,14 +220,9 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def save_figure(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _files.atomic_write(
+        path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    )
 
 
 # --------------------------------------------------------------------------- scoring
@@ -379,10 +375,16 @@ def fit_preset(
         "best_step": result.best_step,
         "infer_ms": 1e3 * min(times) if times else None,
         "infer_ms_all": [1e3 * s for s in times],
-        "config": result.model.config.to_dict(),
+        "config": config_record(result.model.config),
         "history": history,
     }
     return record, result.deconvolved
+
+
+def config_record(cfg: Config) -> dict:
+    """The config for a results file: its nested dict plus the flat names readers use."""
+    flat = {name: getattr(cfg, name) for name in FLAT_FIELDS}
+    return {**cfg.to_dict(), **flat, "loss_weights": dict(cfg.loss_weights)}
 
 
 # --------------------------------------------------------------------------- Markdown

@@ -278,7 +278,7 @@ def main(argv=None) -> dict:
             "border": args.border,
             "rl_max": args.rl_max,
             "quick": args.quick,
-            "fit_config": cfg.to_dict(),
+            "fit_config": C.config_record(cfg),
         },
         "reference": {
             "input": C.score(gt, noisy, border=args.border),

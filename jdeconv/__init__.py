@@ -8,13 +8,13 @@ Public API (see README.md):
   ``g``, ``g.adjoint``, ``g.normal``); ``check_adjoint(g, key)``.
 - modules ``psf``, ``masks``, ``losses``, ``metrics``, ``simulate``, ``unet``, ``train``,
   ``stages`` (prepare → train → infer), ``selection``, ``model``.
+- ``richardson_lucy`` (classical baseline).
 
 Example:
   >>> import jdeconv
   >>> cfg = jdeconv.Config.preset("noise2self", steps=200)
   >>> cfg.name, cfg.steps
   ('noise2self', 200)
-- ``richardson_lucy`` (classical baseline).
 """
 
 __version__ = "0.1.0"

@@ -144,8 +144,6 @@ def deconvolve(
     cfg = model.config if tta is None else model.config.replace(tta=tta)
     offset, scale = stages.normalization(arr, cfg)
     x = ((arr - offset) / scale).astype(np.float32)
-    y = stages.predict_standardised(
-        dataclasses.replace(model, config=cfg), x, tile_size=tile_size
-    )
+    y = stages.predict_standardised(dataclasses.replace(model, config=cfg), x, tile_size=tile_size)
     clip = (float(arr.min()), float(arr.max())) if cfg.inference.clip_output else None
     return stages.destandardise(y, offset, scale, clip_range=clip)

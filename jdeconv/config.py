@@ -428,6 +428,7 @@ def default_preset(ndim: int) -> str:
 
 
 _TOP = ("name", "seed", "steps", "loss")
+_DEFAULT_LOSS = (LossSpec("bsp", 1.0),)
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -470,7 +471,7 @@ class Config:
         name: str = "custom",
         seed: int = 0,
         steps: int = 1000,
-        loss=(LossSpec("bsp", 1.0),),
+        loss=_DEFAULT_LOSS,
         network: NetworkConfig | Mapping | None = None,
         data: DataConfig | Mapping | None = None,
         masks: MaskConfig | Mapping | None = None,
@@ -630,8 +631,9 @@ class Config:
         """
         d = dict(d)
         if "loss" in d and not isinstance(d["loss"], str):
-            d["loss"] = tuple(LossSpec.from_dict(s) if isinstance(s, Mapping) else s
-                              for s in d["loss"])
+            d["loss"] = tuple(
+                LossSpec.from_dict(s) if isinstance(s, Mapping) else s for s in d["loss"]
+            )
         return cls(**d, _check_terms=check_terms)
 
 

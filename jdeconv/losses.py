@@ -394,7 +394,9 @@ def loss_specs(weights, *, hyper=None) -> tuple[LossSpec, ...]:
         weights = PRESETS[weights]
     hyper = {str(k): dict(v) for k, v in (hyper or {}).items()}
     if isinstance(weights, Mapping):
-        specs = [LossSpec(str(k), v, tuple(hyper.pop(str(k), {}).items())) for k, v in weights.items()]
+        specs = [
+            LossSpec(str(k), v, tuple(hyper.pop(str(k), {}).items())) for k, v in weights.items()
+        ]
     else:
         specs = []
         for item in weights:

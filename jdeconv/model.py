@@ -48,7 +48,8 @@ class FittedModel:
       >>> import jdeconv
       >>> from jdeconv.unet import init_unet
       >>> cfg = jdeconv.Config(depth=1, base_channels=4, patch_size=8)
-      >>> m = FittedModel(init_unet(0, cfg.unet(2))[1], cfg, 2, jdeconv.psf.gaussian_psf((3, 3), 1.0))
+      >>> psf = jdeconv.psf.gaussian_psf((3, 3), 1.0)
+      >>> m = FittedModel(init_unet(0, cfg.unet(2))[1], cfg, 2, psf)
       >>> m.ndim
       2
     """
@@ -169,7 +170,9 @@ def load_model(directory) -> FittedModel:
             )
         cfg = Config.from_dict(meta["config"], check_terms=False)
     except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise _problem(directory, "config.json", f"is not a valid jdeconv model config ({err})")
+        raise _problem(
+            directory, "config.json", f"is not a valid jdeconv model config ({err})"
+        ) from None
     except ValueError as err:
         raise ValueError(f"model folder {directory}: config.json: {err}") from err
 

@@ -209,7 +209,8 @@ def count_params(model: nnx.Module) -> int:
     """Number of trainable parameters.
 
     Example:
-      >>> count_params(UNet(UNetConfig(ndim=2, depth=1, base_channels=4, norm="none"), rngs=nnx.Rngs(0)))
+      >>> cfg = UNetConfig(ndim=2, depth=1, base_channels=4, norm="none")
+      >>> count_params(UNet(cfg, rngs=nnx.Rngs(0)))
       1889
     """
     params = nnx.state(model, nnx.Param)

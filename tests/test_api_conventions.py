@@ -69,7 +69,14 @@ FUNCTIONS = [(n, o) for n, o in PUBLIC if inspect.isfunction(o)]
 
 def test_the_walk_finds_the_api():
     names = {n.rsplit(".", 1)[-1] for n, _ in PUBLIC}
-    assert {"fit", "make_forward", "check_adjoint", "make_loss", "Config", "stratified_mask"} <= names
+    assert {
+        "fit",
+        "make_forward",
+        "check_adjoint",
+        "make_loss",
+        "Config",
+        "stratified_mask",
+    } <= names
     assert len(PUBLIC) > 60
 
 

@@ -147,10 +147,10 @@ def test_explicit_hyper_parameters_win_over_defaults_and_unknown_ones_fail():
     loss = make_loss(
         [LossSpec("bound_d", 0.1, (("lower", -1.0),))], defaults={"lower": -5.0, "upper": 5.0}
     )
-    (_, _, term), = loss.terms
+    ((_, _, term),) = loss.terms
     assert dict(term.params) == {"lower": -1.0, "upper": 5.0}
     # Defaults go only to terms that take them.
-    (_, _, rec), = make_loss({"rec": 1.0}, defaults={"lower": 0.0}).terms
+    ((_, _, rec),) = make_loss({"rec": 1.0}, defaults={"lower": 0.0}).terms
     assert rec.params == ()
     with pytest.raises(ValueError, match="takes no hyper-parameters"):
         make_loss({"rec": 1.0}, hyper={"rec": {"power": 2}})
@@ -162,7 +162,10 @@ def test_negative_weights_need_a_signed_term():
     with pytest.raises(ValueError, match="negative"):
         make_loss({"bsp": -1.0})
     register_loss(
-        "reward_test", lambda p: jnp.mean(p.deconvolved), needs=("unmasked",), signed=True,
+        "reward_test",
+        lambda p: jnp.mean(p.deconvolved),
+        needs=("unmasked",),
+        signed=True,
         overwrite=True,
     )
     assert make_loss({"rec": 1.0, "reward_test": -0.1}).weights["reward_test"] == -0.1
