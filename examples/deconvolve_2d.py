@@ -104,7 +104,10 @@ def main(argv=None) -> dict:
     )
     print(f"input       {score(clean, noisy)}")
     print(f"deconvolved {score(clean, result.deconvolved)}")
-    written = write_image(out / "deconvolved.tif", result.deconvolved, metadata=meta)
+    # The example's own output folder: running it again replaces its results.
+    written = write_image(
+        out / "deconvolved.tif", result.deconvolved, metadata=meta, overwrite=True
+    )
     model_dir = jdeconv.save_model(result.model, out / "model")
     print(f"wrote {written} and the model to {model_dir}")
 
@@ -119,7 +122,7 @@ def main(argv=None) -> dict:
         print(f"second image, reused model ({time.perf_counter() - start:.1f} s):")
         print(f"input       {score(clean2, noisy2)}")
         print(f"deconvolved {score(clean2, deconvolved2)}")
-        write_image(out / "second_deconvolved.tif", deconvolved2, metadata=meta)
+        write_image(out / "second_deconvolved.tif", deconvolved2, metadata=meta, overwrite=True)
         scores["reused"] = psnr(clean2, deconvolved2, data_range=1.0)
     return scores
 

@@ -87,7 +87,8 @@ def main(argv=None) -> dict:
             ("noisy", noisy),
             ("deconvolved", result.deconvolved),
         ):
-            write_image(out / f"{name}.tif", volume, metadata=meta)
+            # The example's own output folder: running it again replaces its results.
+            write_image(out / f"{name}.tif", volume, metadata=meta, overwrite=True)
         print(f"wrote ground_truth.tif, noisy.tif and deconvolved.tif to {out}")
     return scores
 

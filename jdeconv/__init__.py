@@ -17,13 +17,28 @@ Example:
   ('noise2self', 200)
 """
 
+from __future__ import annotations
+
+import importlib
+
 __version__ = "0.1.0"
 
-from . import losses, masks, metrics, psf, selection, simulate, stages, unet
-from .api import FitResult, FittedModel, deconvolve, fit, load_model, save_model
-from .classic import richardson_lucy
-from .config import Config
-from .forward import ForwardModel, check_adjoint, make_forward
+# The public names are imported on first use (PEP 562), not here: importing JAX takes
+# seconds, and the command line must be able to handle Ctrl-C from its first moment
+# (jdeconv._signals), which it can only do once its own code runs, after this module.
+_NAMES = {
+    "FitResult": ".api",
+    "FittedModel": ".api",
+    "deconvolve": ".api",
+    "fit": ".api",
+    "load_model": ".api",
+    "save_model": ".api",
+    "richardson_lucy": ".classic",
+    "Config": ".config",
+    "ForwardModel": ".forward",
+    "make_forward": ".forward",
+    "check_adjoint": ".forward",
+}
 
 __all__ = [
     "Config",
@@ -47,3 +62,21 @@ __all__ = [
     "unet",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name], __name__), name)
+        globals()[name] = value
+        return value
+    if not name.startswith("__"):  # any submodule, as ``jdeconv.psf`` (imported on use)
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

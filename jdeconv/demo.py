@@ -140,8 +140,8 @@ def run_demo(
         "jdeconv.tif": result.deconvolved,
     }
     files = []
-    for name, array in images.items():
-        files.append(write_image(directory / name, array, metadata=meta))
+    for name, array in images.items():  # a demo run again replaces its own results
+        files.append(write_image(directory / name, array, metadata=meta, overwrite=True))
     files.append(_figure(directory / "demo.png", clean, noisy, path[best_n], result, rows, best_n))
     table = _table(rows, image=image, size=size, cfg=result.model.config, timings=t, seed=seed)
     table += "\n" + _rl_table(rl_psnr, best_n)

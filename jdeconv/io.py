@@ -18,15 +18,21 @@ unspecified kind (tifffile's ``I``/``Q`` axes, e.g. a plain multi-page TIFF) is 
 
 :func:`write_image` writes float32 by default: an ImageJ-compatible TIFF with axes and
 pixel sizes when known (OME-TIFF when the name ends in ``.ome.tif``), or ``.npy``. Writes
-are atomic: the data go to a temporary file in the output's directory, which then
-replaces the output with ``os.replace``, so an interrupted write never leaves a truncated
-file behind.
+are atomic: the data go to a temporary file in the output's directory, which is then
+moved into place, so an interrupted write never leaves a truncated file behind. An
+existing file is never replaced unless ``overwrite=True``: the move is then an exclusive
+link, so of two writers of one new file one gets ``FileExistsError`` instead of one
+result being silently lost (:mod:`jdeconv._files`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
+import logging
 import math
+import warnings
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -239,21 +245,69 @@ def _read(path: Path, *, axes, channel, time):
     return data, metadata
 
 
+# tifffile log messages that mean pages or pixels are missing: the file is damaged and
+# what tifffile returns (e.g. the first plane of a cut ImageJ stack) is not the image.
+_DAMAGED = ("corrupt", "invalid page offset", "invalid offset to first page", "truncated")
+
+
+class _TiffLog(logging.Handler):
+    """Collects tifffile's log records while one file is read (they are not printed)."""
+
+    def __init__(self):
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.messages.append(" ".join(record.getMessage().split()))
+        except Exception:  # a malformed record must not stop the read
+            pass
+
+
+@contextlib.contextmanager
+def _tifffile_log():
+    """tifffile's log output, captured instead of printed (no stray lines on stderr)."""
+    logger = logging.getLogger("tifffile")
+    handler, propagate = _TiffLog(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def _read_tiff(path: Path):
     import tifffile
 
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0] if tif.series else None
-            if series is not None:
-                data = series.asarray()
-                file_axes = series.axes.upper()
-                try:
-                    sizes = _tiff_pixel_sizes(tif)
-                except Exception:  # odd metadata must not stop us reading the pixels
-                    sizes = {}
-    except Exception as err:  # tifffile raises several types for damaged files
-        raise ValueError(f"cannot read it as a TIFF file ({type(err).__name__}: {err}).") from err
+    with _tifffile_log() as log:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0] if tif.series else None
+                if series is not None:
+                    data = series.asarray()
+                    file_axes = series.axes.upper()
+                    try:
+                        sizes = _tiff_pixel_sizes(tif)
+                    except Exception:  # odd metadata must not stop us reading the pixels
+                        sizes = {}
+        except Exception as err:  # tifffile raises several types for damaged files
+            hint = " The file may be truncated or damaged." if log else ""
+            raise ValueError(
+                f"cannot read it as a TIFF file ({type(err).__name__}: {err}).{hint}"
+            ) from err
+    damaged = [m for m in log if any(word in m.lower() for word in _DAMAGED)]
+    if damaged:
+        raise ValueError(
+            f"the TIFF file is truncated or damaged (tifffile: {damaged[0]}); what could be "
+            "read is not the whole image. Copy or export the file again."
+        )
+    if log:
+        warnings.warn(
+            f"{path}: tifffile reported a problem reading it ({log[0]}); check the image.",
+            stacklevel=4,
+        )
     if series is None:
         raise ValueError("the TIFF file contains no image data.")
     if len(file_axes) != data.ndim:
@@ -496,14 +550,21 @@ def cast_to_dtype(array, dtype) -> tuple[np.ndarray, int]:
     return np.clip(values, info.min, info.max).astype(dtype), clipped
 
 
-def write_image(path, array, *, metadata: ImageMetadata | None = None, dtype=None, like=None):
+def write_image(
+    path,
+    array,
+    *,
+    metadata: ImageMetadata | None = None,
+    dtype=None,
+    like=None,
+    overwrite: bool = False,
+):
     """Write a 2D/3D image atomically as TIFF (ImageJ-compatible) or ``.npy``.
 
     Args:
       path: output file: ``.tif``/``.tiff`` (ImageJ hyperstack with axes, µm pixel sizes
         and Z spacing when known; OME-TIFF if the name ends in ``.ome.tif``/``.ome.tiff``)
-        or ``.npy`` (the array only). Its directory must exist. An existing file is
-        replaced.
+        or ``.npy`` (the array only). Its directory must exist.
       array: 2D (YX) or 3D (ZYX) array.
       metadata: axes and pixel sizes to record (e.g. the input's, from
         :func:`read_image`); by default ``YX``/``ZYX`` and no pixel sizes.
@@ -512,12 +573,16 @@ def write_image(path, array, *, metadata: ImageMetadata | None = None, dtype=Non
         and clipped to the dtype's range, never rescaled.
       like: an :class:`ImageMetadata` or array whose dtype to write (e.g. the input's
         metadata, to cast back to its uint16); not together with ``dtype``.
+      overwrite: replace an existing file. By default an existing ``path`` is an error,
+        checked before anything is written and again, exclusively, when the file is
+        moved into place.
 
     Returns:
       The output ``Path``.
 
     Raises:
       FileNotFoundError: if the output's directory does not exist.
+      FileExistsError: if ``path`` exists and ``overwrite`` is False.
       ValueError: for an unsupported suffix, a directory path, a bad rank, or axes that
         do not match the array.
 
@@ -541,6 +606,12 @@ def write_image(path, array, *, metadata: ImageMetadata | None = None, dtype=Non
         )
     if path.is_dir():
         raise ValueError(f"{path} is a directory; give a file name.")
+    if not overwrite and path.exists():
+        raise FileExistsError(
+            errno.EEXIST,
+            f"{path} already exists; pass overwrite=True to replace it or choose another name",
+            str(path),
+        )
     arr = np.asarray(array)
     if arr.ndim not in (2, 3):
         raise ValueError(f"can only write 2D (YX) or 3D (ZYX) images, got shape {arr.shape}.")
@@ -559,8 +630,6 @@ def write_image(path, array, *, metadata: ImageMetadata | None = None, dtype=Non
         target = np.dtype(np.float32)
     arr, clipped = cast_to_dtype(arr, target)
     if clipped:
-        import warnings
-
         warnings.warn(
             f"{clipped} of {arr.size} pixels ({100 * clipped / arr.size:.2g} %) were outside "
             f"the {target} range and were clipped when writing {path.name}.",
@@ -568,9 +637,12 @@ def write_image(path, array, *, metadata: ImageMetadata | None = None, dtype=Non
         )
 
     if suffix == ".npy":
-        atomic_write(path, lambda tmp: _save_npy(tmp, arr))
+        atomic_write(path, lambda tmp: _save_npy(tmp, arr), overwrite=overwrite)
     else:
-        atomic_write(path, lambda tmp: _write_tiff(tmp, arr, metadata, ome=_is_ome(path)))
+        ome = _is_ome(path)
+        atomic_write(
+            path, lambda tmp: _write_tiff(tmp, arr, metadata, ome=ome), overwrite=overwrite
+        )
     return path
 
 

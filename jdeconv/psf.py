@@ -4,11 +4,19 @@ A PSF in jdeconv is a real array with an odd size on every axis, its centre in t
 middle pixel, non-negative, finite and summing to one. :func:`validate_psf` checks all of
 that and says how to fix what is wrong; models (:func:`gaussian_psf`,
 :func:`gibson_lanni_psf`) return PSFs that already satisfy it.
+
+"Centred" means the PSF's centre of mass is within half a pixel of the middle pixel on
+every axis (:func:`check_psf_layout`). The centre of mass, not the peak: it is the mean
+shift the blur applies to an image, so an off-centre PSF shifts the deconvolved image by
+that much; and a defocus ring, whose peak is on the ring, has its mass in the middle.
+:func:`center_psf` centres a PSF that is off. A PSF with most of its mass in its outermost
+pixels is cropped too tight (the blur reaches beyond the array): a warning.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import scipy.special
@@ -17,33 +25,55 @@ from ._checks import check_finite, check_real_dtype
 
 __all__ = [
     "validate_psf",
+    "check_psf_layout",
+    "center_psf",
     "gaussian_psf",
     "gibson_lanni_psf",
 ]
 
 # Relative tolerance on the sum of a PSF before we call it "not normalised".
 _SUM_RTOL = 1e-3
+# Largest distance (pixels, per axis) of the centre of mass from the middle pixel. Centred
+# PSFs are at 0 (Gaussian, Gibson-Lanni with matched indices, the SSI 2D ring) or within
+# 0.02 (the SSI 3D stacks, whose focus is half a plane before the middle); rounding the
+# centre of mass to a pixel, as center_psf does, leaves at most 0.5.
+CENTRE_TOLERANCE = 0.5
+# Fraction of the mass in the outermost one-pixel shell above which a PSF looks cropped
+# too tight ("mostly at its border"). Well-cropped PSFs hold far less there: the SSI 2D
+# ring 1 %, Gibson-Lanni 17^3 12 % (a widefield PSF has the same energy in every plane),
+# a Gaussian of sigma 1 in 9x9 0.1 %; a Gaussian of sigma 1 in 3x3 (25 % of its mass cut
+# off) holds 80 %, of sigma 2 in 5x5 52 %.
+BORDER_FRACTION = 0.5
 
 
-def validate_psf(psf, *, ndim: int | None = None, normalize: bool = False) -> np.ndarray:
+def validate_psf(
+    psf, *, ndim: int | None = None, normalize: bool = False, check_centre: bool = True
+) -> np.ndarray:
     """Check a PSF and return it as a float32 numpy array.
 
     Args:
       psf: array-like, 2D or 3D, odd size on every axis, centre in the middle.
       ndim: the rank the PSF must have (the image's rank), or None to accept 2 or 3.
       normalize: divide by the sum instead of raising when the sum is not 1.
+      check_centre: check the layout a deconvolution needs (:func:`check_psf_layout`):
+        an off-centre PSF raises, one cropped too tight warns. A forward operator, which
+        may blur with any kernel, passes False.
 
     Returns:
       The PSF as float32, summing to 1.
 
     Raises:
       ValueError: naming the problem and the fix, for a wrong rank, even size, NaN/Inf,
-        negative values, a zero or non-unit sum (without ``normalize``), or a
-        non-numeric dtype.
+        negative values, a zero or non-unit sum (without ``normalize``), a non-numeric
+        dtype, or a centre of mass off the middle pixel (with ``check_centre``).
+
+    Warns:
+      UserWarning: when most of the mass is in the outermost pixels (with
+        ``check_centre``).
 
     Example:
-      >>> psf = validate_psf(np.ones((3, 3)), normalize=True)
-      >>> float(psf.sum())
+      >>> psf = validate_psf(2 * gaussian_psf((9, 9), 1.0), normalize=True)
+      >>> round(float(psf.sum()), 6)
       1.0
     """
     arr = np.asarray(psf)
@@ -84,20 +114,115 @@ def validate_psf(psf, *, ndim: int | None = None, normalize: bool = False) -> np
             raise ValueError(
                 f"PSF sums to {total:.6g}, not 1; divide it by its sum or pass normalize=True."
             )
-    return (arr / total).astype(np.float32)
+    arr = arr / total
+    if check_centre:
+        check_psf_layout(arr)
+    return arr.astype(np.float32)
+
+
+def _centre_of_mass(arr: np.ndarray) -> np.ndarray:
+    """Centre of mass per axis, in pixels from index 0 (``arr`` non-negative, sum > 0)."""
+    total = arr.sum()
+    return np.array(
+        [
+            float(
+                np.dot(arr.sum(axis=tuple(a for a in range(arr.ndim) if a != axis)), np.arange(n))
+                / total
+            )
+            for axis, n in enumerate(arr.shape)
+        ]
+    )
+
+
+def check_psf_layout(psf) -> None:
+    """Raise if a PSF is off-centre; warn if it looks cropped too tight (module docstring).
+
+    Args:
+      psf: a non-negative PSF with odd sizes and a positive sum (as :func:`validate_psf`
+        has checked).
+
+    Raises:
+      ValueError: the centre of mass is more than :data:`CENTRE_TOLERANCE` (half a pixel)
+        from the middle pixel on some axis; the message offers :func:`center_psf`.
+
+    Warns:
+      UserWarning: more than :data:`BORDER_FRACTION` of the mass is in the outermost
+        one-pixel shell (over the axes longer than 2).
+
+    Example:
+      >>> psf = np.zeros((9, 9)); psf[1, 1] = 1.0
+      >>> try:
+      ...     check_psf_layout(psf)
+      ... except ValueError as err:
+      ...     print(str(err)[:60])
+      PSF is off-centre: its centre of mass is at (1, 1), (-3, -3)
+    """
+    arr = np.asarray(psf, dtype=np.float64)
+    middle = np.array([n // 2 for n in arr.shape])
+    com = _centre_of_mass(arr)
+    offset = com - middle
+    if np.any(np.abs(offset) > CENTRE_TOLERANCE):
+        raise ValueError(
+            f"PSF is off-centre: its centre of mass is at {_coords(com)}, {_coords(offset)} "
+            f"pixels from the middle pixel {_coords(middle)} of its shape {arr.shape} "
+            f"(more than {CENTRE_TOLERANCE} on an axis), so the result would be shifted. "
+            "Centre it with jdeconv.psf.center_psf(psf) (on the command line: --center-psf)."
+        )
+    inner = tuple(slice(1, -1) if n > 2 else slice(None) for n in arr.shape)
+    if any(n > 2 for n in arr.shape):
+        border = 1.0 - arr[inner].sum() / arr.sum()
+        if border > BORDER_FRACTION:
+            warnings.warn(
+                f"the PSF {arr.shape} looks cropped too tight: {border:.0%} of its mass is "
+                "in its outermost pixels, so the blur reaches beyond it and the "
+                "deconvolution will be incomplete. Use a larger PSF (a wider crop around "
+                "the bead, or a larger size of a model PSF).",
+                UserWarning,
+                stacklevel=3,
+            )
+
+
+def _coords(values) -> str:
+    return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
 
 
 def center_psf(psf) -> np.ndarray:
-    """Return a copy of ``psf`` cropped/padded to odd sizes with its peak in the middle.
+    """A copy of ``psf`` shifted so its centre of mass is in the middle pixel.
 
-    Useful for measured PSFs (beads) whose maximum is off-centre or whose size is even.
-    The result is not normalised; pass it to :func:`validate_psf` with ``normalize=True``.
+    The array is zero-padded (never cropped, so no mass is lost) until the centre of mass,
+    rounded to a pixel, is the middle of odd sizes on every axis; zero margins that
+    padding makes on both sides of an axis are trimmed again. Sizes may change, and even
+    sizes become odd. Useful for measured PSFs (beads) that are off-centre. Negative
+    values (background subtraction) do not count towards the centre; the result is not
+    normalised: pass it to :func:`validate_psf` with ``normalize=True``.
+
+    Raises:
+      ValueError: for NaN/Inf or a PSF without positive values.
+
+    Example:
+      >>> psf = np.zeros((9, 9)); psf[0:3, 0:3] = 1.0   # mass around (1, 1)
+      >>> out = center_psf(psf)
+      >>> out.shape, float(out[1, 1])
+      ((3, 3), 1.0)
     """
     arr = np.asarray(psf, dtype=np.float64)
-    peak = np.unravel_index(np.argmax(arr), arr.shape)
-    half = [min(p, s - 1 - p) for p, s in zip(peak, arr.shape, strict=True)]
-    slices = tuple(slice(p - h, p + h + 1) for p, h in zip(peak, half, strict=True))
-    return arr[slices].copy()
+    check_finite(arr, "PSF")
+    weights = np.clip(arr, 0.0, None)
+    if weights.sum() <= 0:
+        raise ValueError("PSF has no positive values; it cannot be centred.")
+    centre = np.rint(_centre_of_mass(weights)).astype(int)
+    pad = []
+    for c, n in zip(centre, arr.shape, strict=True):
+        half = max(c, n - 1 - c)
+        pad.append((half - c, half - (n - 1 - c)))
+    arr = np.pad(arr, pad)
+    keep = []
+    for axis, n in enumerate(arr.shape):
+        profile = np.abs(arr).sum(axis=tuple(a for a in range(arr.ndim) if a != axis))
+        nonzero = np.flatnonzero(profile)
+        margin = min(nonzero[0], n - 1 - nonzero[-1]) if nonzero.size else 0
+        keep.append(slice(margin, n - margin))
+    return arr[tuple(keep)].copy()
 
 
 def gaussian_psf(shape, sigma) -> np.ndarray:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 import warnings
 
@@ -259,6 +260,40 @@ def _record(history, step, metrics):
         history.setdefault(name, []).append(float(value))
 
 
+# Steps between fetches of the pending metrics (the divergence check): one device sync
+# per chunk, never one per step.
+CHECK_EVERY = 10
+
+
+def _divergence_advice(cfg: Config) -> str:
+    weights = ", ".join(f"{name} {weight:g}" for name, weight in cfg.loss_weights)
+    return (
+        f"lower the learning rate (learning_rate={cfg.optim.learning_rate:g} now, try "
+        f"{cfg.optim.learning_rate / 10:g}), clip the gradients (grad_clip="
+        f"{cfg.optim.grad_clip} now, try 0.5) or check the loss weights ({weights}) and "
+        "any custom loss term for NaN/Inf."
+    )
+
+
+def _drain(history, pending, first_step, cfg: Config) -> None:
+    """Fetch the pending metrics (one sync), record them, stop at a non-finite loss.
+
+    Raises:
+      FloatingPointError: naming the first step whose loss is NaN or Inf and the
+        settings to change.
+    """
+    for step, metrics in enumerate(jax.device_get(pending), start=first_step):
+        _record(history, step, metrics)
+        bad = [name for name, value in metrics.items() if not np.all(np.isfinite(value))]
+        if bad:
+            value = float(metrics["loss"]) if "loss" in metrics else float("nan")
+            raise FloatingPointError(
+                f"training diverged: the loss became {value} at step {step} of {cfg.steps} "
+                f"(non-finite: {', '.join(sorted(bad))}); {_divergence_advice(cfg)}"
+            )
+    pending.clear()
+
+
 def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained:
     """Initialise the network, compile the step once, and run the training loop.
 
@@ -267,6 +302,11 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
       verbose: show a progress bar with the loss and validation loss.
       callback: ``callback(step, val_loss, deconvolve_fn)`` after every validation (see
         :func:`jdeconv.fit`); return True to stop.
+
+    Raises:
+      FloatingPointError: the loss (or the held-out loss) became NaN or Inf; names the
+        step and the settings to change. The loss is checked every ``CHECK_EVERY``
+        steps, at validations and at the end.
 
     Example:
       >>> import jdeconv
@@ -312,21 +352,30 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, disable=not verbose, desc="jdeconv fit", unit="step", leave=verbose)
     steps_run = 0
-    pending = []  # per-step metrics, fetched from the device at the end (no sync per step)
+    # Per-step metrics stay on the device and are fetched in chunks (_drain): every
+    # CHECK_EVERY steps, at validations and at the end, so a diverged loss stops training
+    # within CHECK_EVERY steps without a device sync per step.
+    pending = []
     try:
         for i in range(cfg.steps):
             state, metrics = compiled(key, state, x_train, g_patch)
             steps_run = i + 1
             pending.append(metrics)
-            if validate is not None and (steps_run % every == 0 or steps_run == cfg.steps):
+            validating = validate is not None and (steps_run % every == 0 or steps_run == cfg.steps)
+            if validating or steps_run % CHECK_EVERY == 0:
+                _drain(history, pending, steps_run - len(pending) + 1, cfg)
+            if validating:
                 residuals = validate(state.params)
                 val = float(residuals.mean())
+                if not math.isfinite(val):
+                    raise FloatingPointError(
+                        f"training diverged: the held-out loss became {val} at step "
+                        f"{steps_run} of {cfg.steps}; {_divergence_advice(cfg)}"
+                    )
                 history["val_step"].append(steps_run)
                 history["val_loss"].append(val)
                 selector.update(steps_run, residuals, state.params)
-                bar.set_postfix(
-                    loss=f"{float(metrics['loss']):.4g}", val=f"{val:.4g}", refresh=False
-                )
+                bar.set_postfix(loss=f"{history['loss'][-1]:.4g}", val=f"{val:.4g}", refresh=False)
                 stop = False
                 if callback is not None:
                     current = FittedModel(state.params, cfg, ndim, prepared.psf)
@@ -343,12 +392,11 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
                     bar.update(steps_run - bar.n)
                     break
             elif steps_run % 10 == 0:
-                bar.set_postfix(loss=f"{float(metrics['loss']):.4g}", refresh=False)
+                bar.set_postfix(loss=f"{history['loss'][-1]:.4g}", refresh=False)
             bar.update(1)
     finally:
         bar.close()
-    for step, metrics in enumerate(jax.device_get(pending), start=1):
-        _record(history, step, metrics)
+    _drain(history, pending, steps_run - len(pending) + 1, cfg)
     jax.block_until_ready(state.params)
     train_s = time.perf_counter() - t0
 
@@ -368,6 +416,9 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
 def infer(prepared: Prepared, model: FittedModel) -> tuple[np.ndarray, np.ndarray, float]:
     """``(deconvolved, reconvolved, seconds)`` of the whole image, in the input's scale.
 
+    Raises:
+      FloatingPointError: the deconvolved image has NaN or Inf pixels (never returned).
+
     Example:
       >>> import jdeconv
       >>> cfg = jdeconv.Config(patch_size=16, depth=2, steps=1, batch_size=2, tta=False)
@@ -383,7 +434,18 @@ def infer(prepared: Prepared, model: FittedModel) -> tuple[np.ndarray, np.ndarra
     reconvolved_std = np.asarray(_blur(g_full, jnp.asarray(deconvolved_std)))
     seconds = time.perf_counter() - t0
     reconvolved = destandardise(reconvolved_std, prepared.offset, prepared.scale)
-    return prepared.destandardise(deconvolved_std), reconvolved, seconds
+    deconvolved = prepared.destandardise(deconvolved_std)
+    # Never hand back a non-finite image in silence: raise, as training does when its
+    # loss diverges (the parameters may have turned NaN on the last steps, after the
+    # last loss was computed).
+    bad = int(np.count_nonzero(~np.isfinite(deconvolved)))
+    if bad:
+        raise FloatingPointError(
+            f"the deconvolved image has {bad} of {deconvolved.size} non-finite pixels (NaN "
+            f"or Inf): training diverged or the parameters are broken; "
+            f"{_divergence_advice(model.config)}"
+        )
+    return deconvolved, reconvolved, seconds
 
 
 @jax.jit

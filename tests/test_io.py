@@ -6,6 +6,7 @@ with jdeconv; files written by jdeconv are read back with tifffile directly.
 
 import os
 import warnings
+from io import BytesIO
 
 import numpy as np
 import pytest
@@ -267,9 +268,96 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monke
 
     monkeypatch.setattr(io, "_write_tiff", broken)
     with pytest.raises(OSError, match="disk full"):
-        write_image(target, np.zeros((4, 4)))
+        write_image(target, np.zeros((4, 4)), overwrite=True)
     assert target.read_bytes() == before
     assert _listing(tmp_path) == ["result.tif"]
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path):
+    # Review: "output file that already exists -> replaced silently".
+    target = tmp_path / "result.tif"
+    write_image(target, np.ones((4, 4)))
+    before = target.read_bytes()
+    with pytest.raises(FileExistsError, match="already exists.*overwrite=True"):
+        write_image(target, np.zeros((4, 4)))
+    assert target.read_bytes() == before and _listing(tmp_path) == ["result.tif"]
+    write_image(target, np.zeros((4, 4)), overwrite=True)
+    np.testing.assert_array_equal(read_image(target)[0], np.zeros((4, 4)))
+
+
+def test_two_writers_of_one_new_file_cannot_both_succeed(tmp_path, monkeypatch):
+    # Review: "two runs writing the same output -> both succeed, one result silently
+    # lost". The second writer checks before writing (nothing there yet) and then finds
+    # the first one's file when it moves its own into place: the exclusive link refuses.
+    target = tmp_path / "result.npy"
+    real_save = io._save_npy
+
+    def slow_save(tmp, arr):
+        real_save(tmp, arr)
+        if arr[0, 0] == 2:  # the second writer: the first finishes meanwhile
+            write_image(target, np.ones((4, 4)))
+
+    monkeypatch.setattr(io, "_save_npy", slow_save)
+    with pytest.raises(FileExistsError, match="already exists"):
+        write_image(target, np.full((4, 4), 2.0))
+    np.testing.assert_array_equal(np.load(target), np.ones((4, 4)))  # the first result
+    assert _listing(tmp_path) == ["result.npy"]  # and no temporary file
+
+
+def test_writers_racing_in_threads_one_wins(tmp_path):
+    import threading
+
+    target = tmp_path / "race.npy"
+    outcomes, barrier = [], threading.Barrier(6)
+
+    def writer(k):
+        barrier.wait()
+        try:
+            write_image(target, np.full((64, 64), float(k)))
+            outcomes.append(k)
+        except FileExistsError:
+            outcomes.append(None)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [k for k in outcomes if k is not None]
+    assert len(winners) == 1 and len(outcomes) == 6
+    assert np.load(target)[0, 0] == winners[0]
+    assert _listing(tmp_path) == ["race.npy"]
+
+
+@pytest.mark.parametrize("cut", ["header", "pixels", "stack"])
+def test_truncated_tiff_is_an_error_and_tifffile_stays_quiet(tmp_path, cut, capfd):
+    # Review: "a truncated TIFF -> a tifffile log line is printed first". tifffile logs
+    # through the 'tifffile' logger; read_image turns what it says into its own error.
+    import logging
+
+    buffer = BytesIO()
+    if cut == "stack":  # an ImageJ stack cut after its first plane
+        tifffile.imwrite(buffer, np.ones((3, 32, 32), np.float32), imagej=True)
+    else:
+        tifffile.imwrite(buffer, np.ones((32, 32), np.float32))
+    data = buffer.getvalue()
+    keep = {"header": 200, "pixels": len(data) // 2, "stack": len(data) // 2}[cut]
+    (tmp_path / "cut.tif").write_bytes(data[:keep])
+    seen = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            seen.append(record)
+
+    catch = Catch()
+    logging.getLogger().addHandler(catch)
+    try:
+        with pytest.raises(ValueError, match=r"cut\.tif: .*(TIFF|truncated)"):
+            read_image(tmp_path / "cut.tif")
+    finally:
+        logging.getLogger().removeHandler(catch)
+    assert [r for r in seen if r.name.startswith("tifffile")] == []
+    assert capfd.readouterr().err == ""
 
 
 def test_written_file_permissions_follow_umask(tmp_path):

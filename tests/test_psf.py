@@ -1,5 +1,6 @@
 """Tests for jdeconv.psf: validation, centring, Gaussian and Gibson-Lanni models."""
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,16 @@ import scipy.stats
 
 from jdeconv.psf import center_psf, gaussian_psf, gibson_lanni_psf, validate_psf
 
-# The project's reference data lives beside the repository (../shared/data), never in it.
-PSF_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "psf"
+# The project's reference data lives beside the repository (../shared/data), never in
+# it; from a git worktree (<repo>/../wt/<name>) it is one level further up.
+PSF_DIR = next(
+    (
+        base / "shared" / "data" / "psf"
+        for base in Path(__file__).resolve().parents[2:4]
+        if (base / "shared" / "data" / "psf").is_dir()
+    ),
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "psf",
+)
 
 # SSI reference PSFs (royerlab/ssi-code SimpleMicroscopePSF(M=16, NA=0.8, n=1.33,
 # wd=3000), wavelength 0.6 µm, generate_xyz_psf(dxy=0.406, dz=0.406, xy_size=N,
@@ -64,7 +73,8 @@ def test_validate_psf_errors_name_the_problem(psf, kwargs, match):
 
 def test_validate_psf_normalize_returns_float32_sum_one():
     raw = np.arange(1, 10, dtype=np.int64).reshape(3, 3)
-    psf = validate_psf(raw, normalize=True)
+    with pytest.warns(UserWarning, match="cropped too tight"):  # mostly at its border
+        psf = validate_psf(raw, normalize=True)
     assert psf.dtype == np.float32
     np.testing.assert_allclose(psf.sum(), 1.0, rtol=1e-6)
     np.testing.assert_allclose(psf, raw / raw.sum(), rtol=1e-6)
@@ -79,17 +89,74 @@ def test_validate_psf_accepts_a_valid_psf_unchanged():
 # --------------------------------------------------------------------------- center_psf
 
 
-def test_center_psf_crops_to_odd_sizes_around_the_peak():
+def test_center_psf_pads_to_odd_sizes_around_the_centre_of_mass():
     arr = np.zeros((8, 10))
     arr[2, 6] = 1.0
     arr[1, 5] = 0.5
     out = center_psf(arr)
-    # Half-widths min(2, 5) and min(6, 3): the largest odd window centred on the peak.
-    assert out.shape == (5, 7)
-    assert np.unravel_index(np.argmax(out), out.shape) == (2, 3)
-    assert out[1, 2] == 0.5
+    # Centre of mass (1.67, 5.67) rounds to (2, 6); padding puts it in the middle and the
+    # zero margins padding made on both sides are trimmed again.
+    assert out.shape == (3, 3)
+    assert out[1, 1] == 1.0 and out[0, 0] == 0.5
+    assert out.sum() == arr.sum()  # padded, never cropped: no mass lost
     out[0, 0] = 7.0
     assert arr.max() == 1.0  # a copy, not a view
+
+
+def test_off_centre_psf_is_refused_and_center_psf_fixes_it():
+    # The reliability review's case: a 9x9 PSF whose peak is at (1, 1).
+    centred = gaussian_psf((9, 9), 1.0).astype(np.float64)
+    shifted = np.zeros((9, 9))
+    shifted[:6, :6] = centred[3:, 3:]
+    shifted /= shifted.sum()
+    with pytest.raises(ValueError, match=r"off-centre.*center_psf.*--center-psf"):
+        validate_psf(shifted)
+    fixed = validate_psf(center_psf(shifted), normalize=True)
+    # Back in the middle of a 9x9 array, with every pixel it had (the part the shift
+    # had cut off stays zero).
+    assert fixed.shape == (9, 9)
+    np.testing.assert_allclose(fixed[3:, 3:], shifted[:6, :6], rtol=1e-6)
+    assert np.unravel_index(np.argmax(fixed), fixed.shape) == (4, 4)
+    # 3D, off along z only; a forward operator may still use any kernel.
+    volume = np.zeros((5, 5, 5))
+    volume[0, 2, 2] = 1.0
+    with pytest.raises(ValueError, match=r"\(-2, 0, 0\) pixels from the middle"):
+        validate_psf(volume)
+    validate_psf(volume, check_centre=False)
+
+
+def test_half_a_pixel_off_is_still_centred():
+    psf = np.zeros((3, 3))
+    psf[1, 1] = psf[1, 2] = 0.5  # centre of mass 0.5 px right of the middle: accepted
+    validate_psf(psf)
+    psf[1, 1], psf[1, 2] = 0.4, 0.6  # 0.6 px: refused
+    with pytest.raises(ValueError, match="off-centre"):
+        validate_psf(psf)
+
+
+def test_psf_cropped_too_tight_warns():
+    with pytest.warns(UserWarning, match=r"cropped too tight: 80%"):
+        validate_psf(gaussian_psf((3, 3), 1.0))
+    with pytest.warns(UserWarning, match="cropped too tight"):
+        validate_psf(gaussian_psf((5, 5, 5), 2.0))
+
+
+def test_reference_and_model_psfs_pass_the_layout_checks():
+    # Centred and well cropped: no error and no warning, including the defocused ring
+    # (peak on the ring, mass in the middle) and the SSI stacks (focus half a plane off).
+    psfs = [load_reference(name) for name in ("ssi_2d_17.npy", "gl_3d_17.npy", "gl_3d_31.npy")]
+    psfs += [
+        gibson_lanni_psf((17, 17), defocus=SSI_2D_DEFOCUS),
+        gibson_lanni_psf((17, 17), defocus=-8.0),
+        gibson_lanni_psf((17, 17, 17), defocus=SSI_3D_DEFOCUS),
+        gibson_lanni_psf((9, 15, 15), numerical_aperture=1.0, pixel_size_z=0.2),
+        gaussian_psf((9, 9), 1.5),
+        gaussian_psf((5, 5), 1.0),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for psf in psfs:
+            validate_psf(psf, normalize=True)
 
 
 def test_center_psf_keeps_a_centred_psf():

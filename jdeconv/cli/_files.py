@@ -1,16 +1,36 @@
 """Input and output files: globs, output plans that never overwrite an input, reading
-with the CLI's axis options, validation and writing; problems become :class:`InputError`.
+with the CLI's axis options, validation, output claims and writing; problems become
+:class:`InputError`.
+
+Outputs are checked before any work starts, in two steps:
+
+1. :func:`check_output` while planning (before the inputs are read): the type, never an
+   input, the folder exists, and an existing output is refused unless ``--overwrite``.
+2. :class:`Claims` once the inputs are checked (before training): each output (and
+   each ``--save-model`` folder) is locked with ``<output>.lock``, created exclusively
+   (:func:`jdeconv._files.acquire_lock`). That proves the folder is writable, and a
+   second jdeconv writing the same output is refused at once instead of both training
+   and one result being lost. Under the lock the existence check is repeated. The locks
+   are removed at the end, on error, and on interrupt.
+
+Writing itself never replaces a file without ``--overwrite`` (an exclusive link,
+:func:`jdeconv._files.atomic_write`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
-from .. import io
+from .. import _files, io
 from ._common import InputError
+
+#: The files of a model folder (:func:`jdeconv.save_model`).
+MODEL_FILES = ("config.json", "params.npz", "psf.npy")
 
 
 def expand_inputs(patterns) -> list[Path]:
@@ -45,8 +65,11 @@ def same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def check_output(out: Path, inputs, *, parent_must_exist: bool = True) -> None:
-    """An output must be writable where it is named, and never one of the inputs."""
+def check_output(
+    out: Path, inputs, *, parent_must_exist: bool = True, overwrite: bool = False
+) -> None:
+    """An output must be writable where it is named, never an input, and new unless
+    ``overwrite``."""
     if out.suffix.lower() not in io.WRITE_SUFFIXES:
         raise InputError(
             f"{out}: unsupported output type {out.suffix or '(none)'!r}; use "
@@ -64,6 +87,14 @@ def check_output(out: Path, inputs, *, parent_must_exist: bool = True) -> None:
         raise InputError(
             f"{out}: the output directory {out.parent} does not exist; create it first."
         )
+    if not overwrite and os.path.lexists(out):
+        raise InputError(exists_message(out))
+
+
+def exists_message(out: Path) -> str:
+    return (
+        f"{out}: the output already exists; pass --overwrite to replace it, or choose another name."
+    )
 
 
 def plan_outputs(args, inputs: list[Path], protected) -> list[Path]:
@@ -90,7 +121,9 @@ def plan_outputs(args, inputs: list[Path], protected) -> list[Path]:
             )
         seen[key] = source
         # --output-dir is created later, once the inputs have been checked.
-        check_output(out, protected, parent_must_exist=args.output is not None)
+        check_output(
+            out, protected, parent_must_exist=args.output is not None, overwrite=args.overwrite
+        )
     return outputs
 
 
@@ -102,6 +135,73 @@ def make_output_dir(args) -> None:
             raise InputError(
                 f"{args.output_dir}: cannot create the output directory: {err}"
             ) from err
+
+
+class Claims(contextlib.AbstractContextManager):
+    """The outputs this command will write, locked until it ends (module docstring).
+
+    Example:
+      >>> import tempfile, pathlib
+      >>> out = pathlib.Path(tempfile.mkdtemp()) / "o.tif"
+      >>> with Claims(overwrite=False) as claims:
+      ...     claims.file(out)
+      ...     (out.parent / "o.tif.lock").exists()
+      True
+      >>> (out.parent / "o.tif.lock").exists()
+      False
+    """
+
+    def __init__(self, *, overwrite: bool):
+        self.overwrite = overwrite
+        self.locks: list[Path] = []
+
+    def file(self, out: Path) -> None:
+        """Claim an output file; refuse a locked, unwritable or (without --overwrite)
+        existing one."""
+        self._lock(out, out.parent)
+        if not self.overwrite and os.path.lexists(out):
+            raise InputError(exists_message(out))
+
+    def model_dir(self, directory: Path) -> None:
+        """Claim a --save-model folder (its lock is ``<folder>.lock`` beside it)."""
+        self._lock(directory, directory.parent)
+        if directory.is_dir():
+            _probe_writable(directory)
+            present = [n for n in MODEL_FILES if (directory / n).exists()]
+            if present and not self.overwrite:
+                raise InputError(
+                    f"{directory}: already holds a model ({', '.join(present)}); pass "
+                    "--overwrite to replace it, or choose another --save-model folder."
+                )
+
+    def _lock(self, target: Path, folder: Path) -> None:
+        try:
+            self.locks.append(_files.acquire_lock(target))
+        except _files.LockedError as err:
+            raise InputError(f"{err.strerror}.") from err
+        except OSError as err:
+            raise InputError(_unwritable(target, folder, err)) from err
+
+    def __exit__(self, *exc) -> None:
+        while self.locks:
+            _files.release_lock(self.locks.pop())
+
+
+def _probe_writable(folder: Path) -> None:
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".jdeconv-probe.")
+    except OSError as err:
+        raise InputError(_unwritable(folder, folder, err)) from err
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _unwritable(target: Path, folder: Path, err: OSError) -> str:
+    reason = err.strerror or str(err)
+    return (
+        f"{target}: cannot write in {folder} ({reason}); choose a folder you can write to "
+        "(nothing was computed)."
+    )
 
 
 def read(path: Path, args):
@@ -135,7 +235,9 @@ def output_dtype(args, meta: io.ImageMetadata):
     return meta.dtype if args.dtype == "input" else args.dtype
 
 
-def write(out: Path, array, meta: io.ImageMetadata | None, dtype=None) -> None:
+def write(
+    out: Path, array, meta: io.ImageMetadata | None, dtype=None, *, overwrite: bool = False
+) -> None:
     """Write one output; warn when an integer type would keep few grey levels."""
     import numpy as np
 
@@ -149,7 +251,12 @@ def write(out: Path, array, meta: io.ImageMetadata | None, dtype=None) -> None:
                 stacklevel=2,
             )
     try:
-        io.write_image(out, array, metadata=meta, dtype=dtype)
+        io.write_image(out, array, metadata=meta, dtype=dtype, overwrite=overwrite)
+    except FileExistsError as err:  # created by another program since it was claimed
+        raise RuntimeError(
+            f"{out} was created by another program while jdeconv worked and was not "
+            "replaced; pass --overwrite to replace it"
+        ) from err
     except FileNotFoundError as err:
         raise InputError(f"{out}: {err}") from err
     except OSError as err:

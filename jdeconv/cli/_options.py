@@ -93,8 +93,18 @@ def outputs_parser() -> argparse.ArgumentParser:
         help="pixel type written; 'input' casts back to the input's type. Integer types are "
         "rounded and clipped to the type's range, never rescaled",
     )
+    add_overwrite(group)
     group.add_argument("--quiet", action="store_true", help="no progress bars or summaries")
     return parser
+
+
+def add_overwrite(parser) -> None:
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace outputs that already exist (by default they are refused before any "
+        "work starts)",
+    )
 
 
 def psf_choice_parser() -> argparse.ArgumentParser:
@@ -115,6 +125,12 @@ def psf_choice_parser() -> argparse.ArgumentParser:
         "--normalize-psf",
         action="store_true",
         help="divide the PSF by its sum instead of rejecting one that does not sum to 1",
+    )
+    group.add_argument(
+        "--center-psf",
+        action="store_true",
+        help="centre the PSF on its centre of mass (jdeconv.psf.center_psf) before use, "
+        "instead of rejecting one that is off-centre",
     )
     return parser
 

@@ -77,10 +77,22 @@ class PsfProvider:
         """(psf array, pixel sizes per axis or None) for a ``ndim``-D image."""
         if self.file is not None:
             psf, meta = self.file
-            return psf, meta.pixel_size
+            return self._centred(psf), meta.pixel_size
         if ndim not in self.cache:
-            self.cache[ndim] = model_psf(self.args.psf_model, self.args.psf_size, ndim, self.args)
+            psf, sizes = model_psf(self.args.psf_model, self.args.psf_size, ndim, self.args)
+            self.cache[ndim] = self._centred(psf), sizes
         return self.cache[ndim]
+
+    def _centred(self, psf):
+        """The PSF centred on its centre of mass with --center-psf, else as it is."""
+        if not getattr(self.args, "center_psf", False):
+            return psf
+        from ..psf import center_psf
+
+        try:
+            return center_psf(psf)
+        except ValueError as err:
+            raise InputError(f"{psf_source(self.args)}: --center-psf: {err}") from err
 
     def checked(self, path: Path, image, meta: ImageMetadata):
         """The validated PSF for this image; mismatches name both files."""

@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import _signals
 from ..io import image_stem
 from . import _options as opt
-from ._common import EXIT_OK, InputError, note, shape_text
+from ._common import EXIT_OK, Failure, InputError, note, progress, shape_text
 from ._files import (
+    MODEL_FILES,
+    Claims,
     expand_inputs,
     make_output_dir,
     output_dtype,
@@ -65,6 +68,15 @@ def add_parser(commands) -> None:
         metavar="DIR",
         help="save the trained model here (with several inputs: DIR/<stem>)",
     )
+    group.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any jdeconv.Config field (repeatable), e.g. --set learning_rate=3e-4 "
+        "--set grad_clip=0.5; values are Python literals or bare words",
+    )
     p.set_defaults(run=run)
 
 
@@ -83,37 +95,69 @@ def run(args) -> int:
         arr = validated(path, image)
         jobs.append((image, meta, psfs.checked(path, arr, meta), make_config(args, arr.ndim)))
     make_output_dir(args)
+    if model_dirs is not None and len(inputs) > 1:
+        _make_dir(Path(args.save_model))
+    progress.plan(zip(inputs, outputs, strict=True))
 
-    from ..api import fit, save_model
+    with Claims(overwrite=args.overwrite) as claims:
+        for out in outputs:  # every output is writable and ours before any training
+            claims.file(out)
+        for directory in model_dirs or ():
+            claims.model_dir(directory)
 
-    for i, (path, out) in enumerate(zip(inputs, outputs, strict=True)):
-        image, meta, psf, cfg = jobs[i]
-        jobs[i] = None  # free each image once it is done with
-        note(
-            args,
-            f"[{i + 1}/{len(inputs)}] {path} ({shape_text(image.shape)} {meta.axes} "
-            f"{image.dtype}) -> {out}",
-        )
-        try:
-            result = fit(image, psf, cfg, verbose=not args.quiet, normalize_psf=args.normalize_psf)
-        except ValueError as err:
-            raise InputError(f"{path}: {err}") from err
-        write(out, result.deconvolved, meta, output_dtype(args, meta))
-        saved = ""
-        if model_dirs is not None:
-            save_model(result.model, model_dirs[i])
-            saved = f"; model saved to {model_dirs[i]}"
-        t = result.timings
-        losses = _loss_summary(result.history, result.model.config)
-        if not args.quiet:
-            print(
-                f"{path} -> {out}: {shape_text(image.shape)} in {t['total']:.1f} s "
-                f"(compile {t['compile']:.1f} s, {t['steps']} steps at "
-                f"{t['seconds_per_step']:.3g} s/step); {losses}; "
-                f"kept step {result.best_step}{saved}",
-                flush=True,
+        from ..api import fit, save_model
+
+        for i, (path, out) in enumerate(zip(inputs, outputs, strict=True)):
+            image, meta, psf, cfg = jobs[i]
+            jobs[i] = None  # free each image once it is done with
+            note(
+                args,
+                f"[{i + 1}/{len(inputs)}] {path} ({shape_text(image.shape)} {meta.axes} "
+                f"{image.dtype}) -> {out}",
             )
+            try:
+                result = fit(
+                    image, psf, cfg, verbose=not args.quiet, normalize_psf=args.normalize_psf
+                )
+            except FloatingPointError as err:
+                raise Failure(f"{path}: {err} {_CLI_FIX}") from err
+            except ValueError as err:
+                raise InputError(f"{path}: {err}") from err
+            saved = ""
+            with _signals.commit():  # an interrupt now waits for this result to be written
+                write(
+                    out,
+                    result.deconvolved,
+                    meta,
+                    output_dtype(args, meta),
+                    overwrite=args.overwrite,
+                )
+                if model_dirs is not None:
+                    save_model(result.model, model_dirs[i])
+                    saved = f"; model saved to {model_dirs[i]}"
+                progress.done(out)
+            t = result.timings
+            losses = _loss_summary(result.history, result.model.config)
+            if not args.quiet:
+                print(
+                    f"{path} -> {out}: {shape_text(image.shape)} in {t['total']:.1f} s "
+                    f"(compile {t['compile']:.1f} s, {t['steps']} steps at "
+                    f"{t['seconds_per_step']:.3g} s/step); {losses}; "
+                    f"kept step {result.best_step}{saved}",
+                    flush=True,
+                )
     return EXIT_OK
+
+
+# How to apply the divergence error's advice from the command line.
+_CLI_FIX = "On the command line: --set learning_rate=1e-4 (or lower), --set grad_clip=0.5."
+
+
+def _make_dir(directory: Path) -> None:
+    try:
+        directory.mkdir(exist_ok=True)
+    except OSError as err:
+        raise InputError(f"{directory}: cannot create the --save-model folder: {err}") from err
 
 
 def _model_dirs(args, inputs, protected):
@@ -124,7 +168,7 @@ def _model_dirs(args, inputs, protected):
         raise InputError(f"{base}: --save-model must be a directory, and this is a file.")
     dirs = [base] if len(inputs) == 1 else [base / image_stem(p) for p in inputs]
     for directory in dirs:
-        for name in ("config.json", "params.npz", "psf.npy"):
+        for name in MODEL_FILES:
             for source in protected:
                 if source is not None and same_file(directory / name, Path(source)):
                     raise InputError(
@@ -133,6 +177,13 @@ def _model_dirs(args, inputs, protected):
                     )
     if not base.parent.is_dir():
         raise InputError(f"{base}: its parent directory {base.parent} does not exist.")
+    for directory in dirs:
+        present = [n for n in MODEL_FILES if (directory / n).exists()]
+        if present and not args.overwrite:
+            raise InputError(
+                f"{directory}: already holds a model ({', '.join(present)}); pass "
+                "--overwrite to replace it, or choose another --save-model folder."
+            )
     return dirs
 
 
@@ -141,7 +192,42 @@ def _config_overrides(args) -> dict:
     overrides = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     if args.tta is not None:
         overrides["tta"] = args.tta
+    overrides.update(parse_settings(getattr(args, "settings", None)))
     return overrides
+
+
+def parse_settings(items) -> dict:
+    """``--set`` items (``["learning_rate=3e-4", "schedule=step"]``) as Config overrides.
+
+    Values are Python literals (numbers, True/False/None, tuples, dicts) or bare words.
+
+    Example:
+      >>> parse_settings(["learning_rate=3e-4", "schedule=step", "tta=false"])
+      {'learning_rate': 0.0003, 'schedule': 'step', 'tta': False}
+    """
+    import ast
+
+    from ..config import Config
+
+    out = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--set expects KEY=VALUE, got {item!r}.")
+        if key not in Config.keywords():
+            raise InputError(
+                f"--set: unknown setting {key!r}; valid: {', '.join(sorted(Config.keywords()))}."
+            )
+        low = text.strip().lower()
+        if low in ("true", "false", "none"):
+            out[key] = {"true": True, "false": False, "none": None}[low]
+            continue
+        try:
+            out[key] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            out[key] = text.strip()
+    return out
 
 
 def with_tile(cfg, tile):

@@ -7,9 +7,11 @@ import dataclasses
 import time
 from pathlib import Path
 
+from .. import _signals
 from . import _options as opt
-from ._common import EXIT_OK, InputError, shape_text
+from ._common import EXIT_OK, InputError, progress, shape_text
 from ._files import (
+    Claims,
     expand_inputs,
     make_output_dir,
     output_dtype,
@@ -79,20 +81,26 @@ def run(args) -> int:
             )
         images.append((image, meta))
     make_output_dir(args)
+    progress.plan(zip(inputs, outputs, strict=True))
 
-    for i, (path, out) in enumerate(zip(inputs, outputs, strict=True)):
-        image, meta = images[i]
-        images[i] = None  # free each image once it is done with
-        start = time.perf_counter()
-        try:
-            result = deconvolve(image, model, tta=args.tta)
-        except ValueError as err:
-            raise InputError(f"{path}: {err}") from err
-        write(out, result, meta, output_dtype(args, meta))
-        if not args.quiet:
-            print(
-                f"{path} -> {out}: {shape_text(image.shape)} in "
-                f"{time.perf_counter() - start:.1f} s with the model in {model_dir}",
-                flush=True,
-            )
+    with Claims(overwrite=args.overwrite) as claims:
+        for out in outputs:
+            claims.file(out)
+        for i, (path, out) in enumerate(zip(inputs, outputs, strict=True)):
+            image, meta = images[i]
+            images[i] = None  # free each image once it is done with
+            start = time.perf_counter()
+            try:
+                result = deconvolve(image, model, tta=args.tta)
+            except ValueError as err:
+                raise InputError(f"{path}: {err}") from err
+            with _signals.commit():
+                write(out, result, meta, output_dtype(args, meta), overwrite=args.overwrite)
+                progress.done(out)
+            if not args.quiet:
+                print(
+                    f"{path} -> {out}: {shape_text(image.shape)} in "
+                    f"{time.perf_counter() - start:.1f} s with the model in {model_dir}",
+                    flush=True,
+                )
     return EXIT_OK

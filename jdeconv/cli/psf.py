@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import _signals
 from ..io import ImageMetadata
 from . import _options as opt
-from ._common import EXIT_OK, InputError, shape_text
-from ._files import check_output, write
+from ._common import EXIT_OK, InputError, progress, shape_text
+from ._files import Claims, check_output, write
 from ._psf import model_psf
 
 
@@ -35,12 +36,13 @@ def add_parser(commands) -> None:
     )
     p.add_argument("--ndim", type=int, choices=(2, 3), help="2 or 3 when --size has one value")
     p.add_argument("-o", "--output", required=True, help="output file (.tif, .tiff or .npy)")
+    opt.add_overwrite(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     out = Path(args.output)
-    check_output(out, [])
+    check_output(out, [], overwrite=args.overwrite)
     if args.size is not None and len(args.size) > 3:
         raise InputError(f"--size has {len(args.size)} values; give 1, 2 or 3.")
     if args.size is not None and len(args.size) in (2, 3):
@@ -51,7 +53,11 @@ def run(args) -> int:
         ndim = args.ndim or 2
     psf, sizes = model_psf(args.model, args.size, ndim, args, size_flag="--size")
     meta = ImageMetadata("YX" if ndim == 2 else "ZYX", sizes)
-    write(out, psf, meta)
+    progress.plan([(f"--model {args.model}", out)])
+    with Claims(overwrite=args.overwrite) as claims, _signals.commit():
+        claims.file(out)
+        write(out, psf, meta, overwrite=args.overwrite)
+        progress.done(out)
     described = (
         f"sigma {', '.join(f'{v:g}' for v in args.psf_sigma)} px"
         if args.model == "gaussian"

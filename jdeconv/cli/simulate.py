@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import _signals
 from . import _options as opt
-from ._common import EXIT_OK, InputError, shape_text
-from ._files import check_output, read, same_file, validated, write
+from ._common import EXIT_OK, InputError, progress, shape_text
+from ._files import Claims, check_output, read, same_file, validated, write
 from ._psf import PsfProvider, psf_source
 
 
@@ -49,6 +50,7 @@ def add_parser(commands) -> None:
     p.add_argument("--bits", type=int, default=10, help="quantisation bit depth (0: none)")
     p.add_argument("--seed", type=opt.non_negative_int, default=0, help="random seed")
     p.add_argument("--quiet", action="store_true", help="no summary")
+    opt.add_overwrite(p)
     p.set_defaults(run=run)
 
 
@@ -58,15 +60,24 @@ def run(args) -> int:
         raise InputError(f"{clean_path}: no such file.")
     protected = [clean_path, args.psf]
     out = Path(args.output)
-    check_output(out, protected)
+    check_output(out, protected, overwrite=args.overwrite)
     clean_out = Path(args.clean_out) if args.clean_out else None
     if clean_out is not None:
-        check_output(clean_out, protected)
+        check_output(clean_out, protected, overwrite=args.overwrite)
         if same_file(clean_out, out):
             raise InputError(f"{clean_out}: --clean-out and -o name the same file.")
     image, meta = read(clean_path, args)
     arr = validated(clean_path, image)
     psf = PsfProvider(args).checked(clean_path, arr, meta)
+    outputs = [out] if clean_out is None else [out, clean_out]
+    progress.plan([(clean_path, o) for o in outputs])
+    with Claims(overwrite=args.overwrite) as claims:
+        for o in outputs:
+            claims.file(o)
+        return _simulate(args, clean_path, arr, meta, psf, out, clean_out)
+
+
+def _simulate(args, clean_path, arr, meta, psf, out, clean_out) -> int:
 
     import jax
 
@@ -89,9 +100,12 @@ def run(args) -> int:
     except ValueError as err:
         raise InputError(f"{clean_path}: {err}") from err
     clean01 = (arr - arr.min()) / (arr.max() - arr.min())
-    write(out, noisy, meta)
-    if clean_out is not None:
-        write(clean_out, normalize_minmax(arr), meta)
+    with _signals.commit():
+        write(out, noisy, meta, overwrite=args.overwrite)
+        progress.done(out)
+        if clean_out is not None:
+            write(clean_out, normalize_minmax(arr), meta, overwrite=args.overwrite)
+            progress.done(clean_out)
     if not args.quiet:
         extra = f"; clean (normalised to [0, 1]) -> {clean_out}" if clean_out else ""
         print(
