@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from . import stages
-from ._checks import image_statistics
+from ._checks import image_statistics, is_dask_array
 from .config import Config
 from .model import FittedModel, load_model, save_model
 from .stages import validate_image
@@ -125,11 +125,13 @@ def deconvolve(
     The image is normalised with its own statistics, in the way the model's config says,
     and standardised a tile at a time: memory stays at the float32 result plus one tile
     (chosen to fit ``max_memory``), whatever the input's size and dtype (percentile
-    normalisation adds one sorted copy of the image in its own dtype).
+    normalisation adds one sorted copy of the image in its own dtype). A
+    ``dask.array.Array`` gives a lazy result (see :func:`jdeconv.lazy.deconvolve_dask`):
+    its statistics are computed now, its blocks when the result is.
 
     Args:
-      image: 2D/3D array of the model's dimensionality, any real dtype (a memory map is
-        read a tile at a time).
+      image: 2D/3D array of the model's dimensionality, any real dtype: NumPy (a memory
+        map is read a tile at a time) or dask.
       model: a :class:`FittedModel` (``fit(...).model`` or :func:`load_model`).
       tile_size: tiled inference with this tile side (None: the model config's setting,
         else the largest tile that fits the memory budget).
@@ -138,7 +140,7 @@ def deconvolve(
         share of the free memory (:func:`jdeconv.predict.memory_budget`).
 
     Returns:
-      float32 array of the image's shape, in its intensity scale.
+      float32 array of the image's shape, in its intensity scale (lazy for dask input).
 
     Example:
       >>> import jdeconv
@@ -151,6 +153,10 @@ def deconvolve(
     """
     cfg = model.config if tta is None else model.config.replace(tta=tta)
     model = dataclasses.replace(model, config=cfg)
+    if is_dask_array(image):
+        from .lazy import deconvolve_dask
+
+        return deconvolve_dask(image, model, tile_size=tile_size, max_memory=max_memory)
     arr = np.asarray(image)
     stats = image_statistics(arr, percentiles=_percentiles(cfg))
     if arr.ndim != model.ndim:
