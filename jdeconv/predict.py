@@ -7,6 +7,13 @@ receptive field the result equals the whole-image one to float rounding. The net
 each window mirror-padded to its size multiple, exactly as for a whole image.
 Test-time augmentation (TTA) averages the prediction over the rotations/flips used in
 training (8 in 2D; 16 in 3D: rot90 in YX × flip Z × flip Y).
+
+Memory: the tile is chosen by :func:`choose_tile_size` from :func:`memory_budget` (a
+share of the free accelerator memory or available RAM, or ``max_memory``) and an
+estimate of the working memory per window pixel (:func:`tile_bytes_per_pixel`). Each
+window is standardised on its own (float64, then float32), and because the per-axis
+blend weights are normalised to sum to one, every tile's weighted core is added straight
+into the float32 result: nothing full-size but the result is ever allocated.
 """
 
 from __future__ import annotations
