@@ -102,3 +102,106 @@ def check_psf_fits(psf_shape, image_shape) -> None:
             f"PSF shape {psf_shape} is larger than the image {image_shape} on some axis; "
             "crop the PSF (its tails usually carry little mass) or use a larger image."
         )
+
+
+def image_statistics(
+    image,
+    *,
+    name: str = "image",
+    ndim: int | Sequence[int] | None = None,
+    percentiles: Sequence[float] | None = None,
+    block_bytes: int = 2**20,
+) -> dict[str, float]:
+    """Check an image as :func:`check_image` does, without a full-size float copy.
+
+    The image is read a block of planes at a time (each converted to float64, at most
+    about ``block_bytes``); a dask array is reduced by dask instead (one pass over it).
+    Percentiles need the whole image: NumPy sorts a copy in the image's own dtype, and a
+    dask array gets dask's merged per-chunk estimate.
+
+    Returns:
+      ``{"min", "max", "mean", "std"}`` in float64 (the std divides by ``n``, as
+      ``np.std``), plus ``"percentiles"`` (a tuple) when asked.
+
+    Raises:
+      ValueError: as :func:`check_image` with ``allow_constant=False``.
+    """
+    arr = image if is_dask_array(image) else np.asarray(image)
+    check_real_dtype(arr, name)
+    ranks = (2, 3) if ndim is None else (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if arr.ndim not in ranks:
+        allowed = " or ".join(_RANK_NAMES.get(r, f"{r}D") for r in ranks)
+        raise ValueError(
+            f"{name} must be {allowed}, got {arr.ndim}D with shape {arr.shape}; "
+            "select one channel/time point or squeeze singleton axes."
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}).")
+    if is_dask_array(arr):
+        stats = _dask_statistics(arr, percentiles)
+    else:
+        stats = _numpy_statistics(arr, block_bytes)
+        if percentiles is not None and stats["bad"] == 0:
+            stats["percentiles"] = tuple(float(v) for v in np.percentile(arr, percentiles))
+    if stats.pop("bad"):
+        raise ValueError(
+            f"{name} contains NaN or Inf values; replace them (e.g. np.nan_to_num) or crop "
+            "them away."
+        )
+    if stats["min"] == stats["max"]:
+        raise ValueError(
+            f"{name} is constant (all {stats['min']:g}); there is nothing to deconvolve."
+        )
+    return stats
+
+
+def is_dask_array(arr) -> bool:
+    """Whether ``arr`` is a dask array (checked without importing dask)."""
+    return type(arr).__module__.startswith("dask.")
+
+
+def _blocks(arr: np.ndarray, block_bytes: int):
+    step = max(1, block_bytes // (8 * max(1, arr[:1].size)))
+    for i in range(0, arr.shape[0], step):
+        yield arr[i : i + step].astype(np.float64)
+
+
+def _numpy_statistics(arr: np.ndarray, block_bytes: int) -> dict:
+    lo, hi, total, bad = np.inf, -np.inf, 0.0, 0
+    for block in _blocks(arr, block_bytes):
+        finite = np.isfinite(block)
+        bad += int(block.size - np.count_nonzero(finite))
+        if bad:
+            return {"bad": bad, "min": 0.0, "max": 0.0}
+        lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
+        total += float(block.sum())
+        del block, finite  # before the next block is converted
+    mean = total / arr.size
+    squares = 0.0
+    for block in _blocks(arr, block_bytes):
+        block -= mean
+        squares += float(np.dot(block.ravel(), block.ravel()))
+        del block
+    return {"bad": 0, "min": lo, "max": hi, "mean": mean, "std": (squares / arr.size) ** 0.5}
+
+
+def _dask_statistics(arr, percentiles) -> dict:
+    import dask
+    import dask.array as da
+
+    x = arr.astype(np.float64)
+    lazy = {
+        "bad": (~da.isfinite(x)).sum(),
+        "min": x.min(),
+        "max": x.max(),
+        "mean": x.mean(),
+        "std": x.std(),
+    }
+    if percentiles is not None:
+        lazy["percentiles"] = da.percentile(x.ravel(), list(percentiles))
+    (values,) = dask.compute(lazy)
+    stats = {k: float(v) for k, v in values.items() if k != "percentiles"}
+    stats["bad"] = int(stats["bad"])
+    if percentiles is not None:
+        stats["percentiles"] = tuple(float(v) for v in values["percentiles"])
+    return stats

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from . import stages
+from ._checks import image_statistics, is_dask_array
 from .config import Config
 from .model import FittedModel, load_model, save_model
 from .stages import validate_image
@@ -112,20 +113,34 @@ def fit(
 
 
 def deconvolve(
-    image, model: FittedModel, *, tile_size: int | None = None, tta: bool | None = None
-) -> np.ndarray:
+    image,
+    model: FittedModel,
+    *,
+    tile_size: int | None = None,
+    tta: bool | None = None,
+    max_memory=None,
+):
     """Deconvolve an image with a fitted model (trained on this or a similar image).
 
-    The image is normalised with its own statistics, in the way the model's config says.
+    The image is normalised with its own statistics, in the way the model's config says,
+    and standardised a tile at a time: memory stays at the float32 result plus one tile
+    (chosen to fit ``max_memory``), whatever the input's size and dtype (percentile
+    normalisation adds one sorted copy of the image in its own dtype). A
+    ``dask.array.Array`` gives a lazy result (see :func:`jdeconv.lazy.deconvolve_dask`):
+    its statistics are computed now, its blocks when the result is.
 
     Args:
-      image: 2D/3D array of the model's dimensionality.
+      image: 2D/3D array of the model's dimensionality, any real dtype: NumPy (a memory
+        map is read a tile at a time) or dask.
       model: a :class:`FittedModel` (``fit(...).model`` or :func:`load_model`).
-      tile_size: tiled inference with this tile side (None: the model config's setting).
+      tile_size: tiled inference with this tile side (None: the model config's setting,
+        else the largest tile that fits the memory budget).
       tta: override the config's test-time augmentation.
+      max_memory: working memory for one tile, bytes or a string like ``"2GB"``; None: a
+        share of the free memory (:func:`jdeconv.predict.memory_budget`).
 
     Returns:
-      float32 array of the image's shape, in its intensity scale.
+      float32 array of the image's shape, in its intensity scale (lazy for dask input).
 
     Example:
       >>> import jdeconv
@@ -136,14 +151,25 @@ def deconvolve(
       >>> deconvolve(np.random.default_rng(0).random((16, 16)), m).shape
       (16, 16)
     """
-    arr = validate_image(image)
+    cfg = model.config if tta is None else model.config.replace(tta=tta)
+    model = dataclasses.replace(model, config=cfg)
+    if is_dask_array(image):
+        from .lazy import deconvolve_dask
+
+        return deconvolve_dask(image, model, tile_size=tile_size, max_memory=max_memory)
+    arr = np.asarray(image)
+    stats = image_statistics(arr, percentiles=_percentiles(cfg))
     if arr.ndim != model.ndim:
         raise ValueError(
             f"model is {model.ndim}D but the image is {arr.ndim}D (shape {arr.shape})."
         )
-    cfg = model.config if tta is None else model.config.replace(tta=tta)
-    offset, scale = stages.normalization(arr, cfg)
-    x = ((arr - offset) / scale).astype(np.float32)
-    y = stages.predict_standardised(dataclasses.replace(model, config=cfg), x, tile_size=tile_size)
-    clip = (float(arr.min()), float(arr.max())) if cfg.inference.clip_output else None
-    return stages.destandardise(y, offset, scale, clip_range=clip)
+    offset, scale = stages.normalization_from_statistics(stats, cfg)
+    y = stages.predict_standardised(
+        model, arr, tile_size=tile_size, offset=offset, scale=scale, max_memory=max_memory
+    )
+    clip = (stats["min"], stats["max"]) if cfg.inference.clip_output else None
+    return stages.destandardise(y, offset, scale, clip_range=clip, out=y)
+
+
+def _percentiles(cfg: Config):
+    return cfg.data.percentiles if cfg.data.normalization == "percentile" else None

@@ -332,7 +332,8 @@ class InferenceConfig:
 
     Attributes:
       tta: average the 8 (2D) / 16 (3D) rotations/flips.
-      tile_size: tiled inference with windows of this size per axis (None: whole image).
+      tile_size: tiled inference with windows of this size per axis (None: the largest
+        that fits the memory budget, the whole image when it fits).
       tile_halo: context around each tile's core; with ``norm="none"`` tiled and whole
         results agree to float rounding when it covers the receptive field (64 does for
         depth 3).

@@ -504,9 +504,11 @@ def _select(data, axes, sizes, *, channel, time, user_axes):
     if "Y" not in rest or "X" not in rest:
         raise ValueError(f"it has no Y and X axes (axes {axes!r}).")
     order = [rest.index(a) for a in "ZYX" if a in rest]
-    data = np.transpose(data, order)
+    data = data.transpose(order)  # a method, so that a dask array stays lazy
     out_axes = "".join(rest[i] for i in order)
-    return np.ascontiguousarray(data), out_axes, sizes, selection
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data)
+    return data, out_axes, sizes, selection
 
 
 def _greyscale_samples(data: np.ndarray, axis: int):

@@ -7,12 +7,21 @@ receptive field the result equals the whole-image one to float rounding. The net
 each window mirror-padded to its size multiple, exactly as for a whole image.
 Test-time augmentation (TTA) averages the prediction over the rotations/flips used in
 training (8 in 2D; 16 in 3D: rot90 in YX × flip Z × flip Y).
+
+Memory: the tile is chosen by :func:`choose_tile_size` from :func:`memory_budget` (a
+share of the free accelerator memory or available RAM, or ``max_memory``) and an
+estimate of the working memory per window pixel (:func:`tile_bytes_per_pixel`). Each
+window is standardised on its own (float64, then float32), and because the per-axis
+blend weights are normalised to sum to one, every tile's weighted core is added straight
+into the float32 result: nothing full-size but the result is ever allocated.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import math
+import os
 from collections.abc import Callable
 
 import jax
@@ -21,7 +30,14 @@ import numpy as np
 
 from .unet import apply_network
 
-__all__ = ["make_predictor", "predict"]
+__all__ = [
+    "make_predictor",
+    "predict",
+    "memory_budget",
+    "parse_bytes",
+    "choose_tile_size",
+    "tile_bytes_per_pixel",
+]
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -67,7 +83,10 @@ def _windows(n: int, multiple: int, window: int, halo: int, blend: int):
     Cores tile ``[0, n)`` and overlap their neighbours by ``blend``; each window is the
     core plus ``halo`` of context on each side, ``window`` long, started on a multiple of
     ``multiple`` so the network's pooling grid matches the whole-image one. ``weights``
-    (one per core pixel, > 0) ramp linearly over the overlaps with neighbouring cores.
+    (one per core pixel, > 0) ramp linearly over the overlaps with neighbouring cores and
+    are normalised to sum to one at every position of the axis: the product of the
+    per-axis weights of all the tiles covering a pixel then sums to one too, so weighted
+    predictions can be added straight into the output, with no array of weight totals.
     """
     core = window - 2 * halo
     stride = core - blend
@@ -75,6 +94,7 @@ def _windows(n: int, multiple: int, window: int, halo: int, blend: int):
     if starts[-1] + core < n:
         starts.append(n - core)
     out = []
+    total = np.zeros(n)
     for i, c0 in enumerate(starts):
         c1 = min(c0 + core, n)
         w0 = min(max(0, (c0 - halo) // multiple * multiple), max(n - window, 0))
@@ -83,22 +103,43 @@ def _windows(n: int, multiple: int, window: int, halo: int, blend: int):
             weights[:k] = (np.arange(k) + 0.5) / k
         if i + 1 < len(starts) and (k := c1 - starts[i + 1]) > 0:
             weights[-k:] = np.minimum(weights[-k:], 1 - (np.arange(k) + 0.5) / k)
+        total[c0:c1] += weights
         out.append((w0, c0, c1, weights))
-    return out
+    return [(w0, c0, c1, w / total[c0:c1]) for w0, c0, c1, w in out]
+
+
+def _read_window(x, window, offset: float, scale: float) -> np.ndarray:
+    """``(x[window] - offset) / scale`` as float32, mirror-padded past the end of ``x``.
+
+    ``window`` holds per-axis ``(start, stop)`` on ``x`` padded at the end to the size
+    multiple; only this window is ever converted, in float64 as the whole-image
+    standardisation was, so tiles and whole images see the same values.
+    """
+    inside = tuple(slice(w0, min(w1, n)) for (w0, w1), n in zip(window, x.shape, strict=True))
+    tile = np.array(x[inside], dtype=np.float64)
+    tile -= offset
+    tile /= scale
+    tile = tile.astype(np.float32)
+    beyond = [(0, w1 - min(w1, n)) for (_, w1), n in zip(window, x.shape, strict=True)]
+    return np.pad(tile, beyond, mode="symmetric") if any(b for _, b in beyond) else tile
 
 
 def predict(
     net: Callable,
     params,
-    x: np.ndarray,
+    x,
     *,
     multiple: int = 1,
     tile_size: int | None = None,
     halo: int = 64,
     blend: int = 16,
     tta: bool = False,
+    offset: float = 0.0,
+    scale: float = 1.0,
+    max_memory=None,
+    bytes_per_pixel: int | None = None,
 ) -> np.ndarray:
-    """Apply ``net`` to a standardised ``(*spatial)`` array, whole or in tiles.
+    """Apply ``net`` to ``(x - offset) / scale``, a ``(*spatial)`` array, whole or in tiles.
 
     Tiled inference is exact (equal to the whole-image result up to float rounding) when
     ``halo`` covers the network's receptive field and the network has no per-input
@@ -106,18 +147,31 @@ def predict(
     cut on the pooling grid, and neighbouring tiles are blended linearly over ``blend``
     pixels.
 
+    Memory: without ``tile_size`` the tile is the largest whose working memory
+    (``bytes_per_pixel`` per window pixel) fits :func:`memory_budget` (``max_memory``),
+    and the whole image when it fits. Only one window at a time is standardised (in
+    float64, then float32); its blended core is added, weighted, into the float32 result
+    (the per-axis blend weights sum to one, so nothing is divided at the end). Besides
+    the result, memory stays O(one window) whatever the image size, and ``x`` may be any
+    array that slices to NumPy (a memory map, a ``zarr.Array``).
+
     Args:
       net: from :func:`make_predictor`.
       params: network parameters.
-      x: standardised image.
+      x: the image, in any real dtype (standardised here, a window at a time).
       multiple: the network's size multiple (``2**depth``).
-      tile_size: tile (window) side per axis; None for the whole image.
+      tile_size: tile (window) side per axis; None chooses it from the memory budget.
       halo: context on each side of a tile's core (rounded up to ``multiple``).
       blend: width of the linear blend between neighbouring cores.
       tta: average over rotations/flips.
+      offset, scale: the standardisation, ``(x - offset) / scale``.
+      max_memory: bytes (or a string like ``"2GB"``) one tile may use; None: a share of
+        the free memory (:func:`memory_budget`).
+      bytes_per_pixel: working memory per window pixel (:func:`tile_bytes_per_pixel`);
+        None: an estimate for the default 3D network.
 
     Returns:
-      float32 numpy array of ``x.shape``.
+      float32 numpy array of ``x.shape``, in the standardised frame.
 
     Example:
       >>> from jdeconv.unet import UNetConfig, init_unet
@@ -126,28 +180,170 @@ def predict(
       (8, 8)
     """
     run = (lambda a: _with_tta(net, params, a)) if tta else (lambda a: net(params, a))
+    if tile_size is None:
+        tile_size = choose_tile_size(
+            x.shape,
+            multiple=multiple,
+            halo=halo,
+            blend=blend,
+            budget=memory_budget(max_memory=max_memory),
+            bytes_per_pixel=bytes_per_pixel or _DEFAULT_BYTES_PER_PIXEL,
+        )
     if tile_size is None or all(tile_size >= n for n in x.shape):
-        return np.asarray(run(jnp.asarray(x, jnp.float32)), dtype=np.float32)
+        whole = _read_window(x, [(0, n) for n in x.shape], offset, scale)
+        return np.array(run(jnp.asarray(whole)), dtype=np.float32)  # writable, on the host
     halo = -(-halo // multiple) * multiple
     window = max(tile_size // multiple * multiple, 2 * halo + blend + multiple)
-    # Mirror-pad the end to the size multiple, as whole-image inference does, so every
-    # window starts on the pooling grid.
-    padded = np.pad(x, [(0, (-n) % multiple) for n in x.shape], mode="symmetric")
-    per_axis = [_windows(n, multiple, window, halo, blend) for n in padded.shape]
-    out = np.zeros(padded.shape, dtype=np.float64)
-    total = np.zeros(padded.shape, dtype=np.float64)
+    # Windows are cut from x mirror-padded at the end to the size multiple, as the
+    # whole-image inference pads it, so every window starts on the pooling grid.
+    padded = [n + (-n) % multiple for n in x.shape]
+    per_axis = [_windows(n, multiple, window, halo, blend) for n in padded]
+    out = np.zeros(x.shape, dtype=np.float32)
     for tiles in itertools.product(*per_axis):
-        win = tuple(
-            slice(w0, w0 + min(window, n)) for (w0, *_), n in zip(tiles, padded.shape, strict=True)
-        )
-        pred = np.asarray(run(jnp.asarray(padded[win], jnp.float32)), dtype=np.float64)
-        core = tuple(slice(c0 - w0, c1 - w0) for w0, c0, c1, _ in tiles)
-        weight = np.ones([c1 - c0 for _, c0, c1, _ in tiles])
-        for axis, (*_, w) in enumerate(tiles):
+        spans = [(w0, w0 + min(window, n)) for (w0, *_), n in zip(tiles, padded, strict=True)]
+        pred = np.asarray(run(jnp.asarray(_read_window(x, spans, offset, scale))), np.float32)
+        # The part of the core inside x (the padding past its end is dropped).
+        stops = [min(c1, n) for (_, _, c1, _), n in zip(tiles, x.shape, strict=True)]
+        core = tuple(slice(c0 - w0, c1 - w0) for (w0, c0, *_), c1 in zip(tiles, stops, strict=True))
+        contribution = np.array(pred[core])  # a writable copy of the core
+        for axis, ((_, c0, *_, w), c1) in enumerate(zip(tiles, stops, strict=True)):
             shape = [1] * x.ndim
-            shape[axis] = len(w)
-            weight = weight * w.reshape(shape)
-        target = tuple(slice(c0, c1) for _, c0, c1, _ in tiles)
-        out[target] += weight * pred[core]
-        total[target] += weight
-    return (out / total)[tuple(slice(0, n) for n in x.shape)].astype(np.float32)
+            shape[axis] = c1 - c0
+            contribution *= w[: c1 - c0].astype(np.float32).reshape(shape)
+        out[tuple(slice(c0, c1) for (_, c0, *_), c1 in zip(tiles, stops, strict=True))] += (
+            contribution
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------- memory budget
+
+# Working memory per window pixel of the U-Net's forward pass, in float32 values per base
+# channel: XLA's ``memory_analysis()`` of the compiled predictor reports 4 (2D) and 12
+# (3D, the stacked 3x3x3 convolution) on the CPU; 1.5x that leaves room for other backends.
+_NETWORK_FLOATS_PER_CHANNEL = {2: 6, 3: 18}
+# Host-side buffers per window pixel: the raw tile as float64 while it is standardised,
+# the float32 network input and prediction, and the weighted core.
+_HOST_BYTES_PER_PIXEL = 24
+_DEFAULT_BYTES_PER_PIXEL = 4 * 16 * 18 + _HOST_BYTES_PER_PIXEL  # base_channels=16, 3D
+_UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_HOST_FRACTION = 0.25  # of the RAM available now
+_DEVICE_FRACTION = 0.5  # of the accelerator memory free now
+
+
+def parse_bytes(value) -> int:
+    """Bytes from an int or a string such as ``"512MB"``, ``"2 GiB"`` or ``"1.5G"``.
+
+    Units are binary (``"1GB"`` = ``2**30`` bytes), as memory is counted.
+
+    Raises:
+      ValueError: for a value that is not a positive size.
+
+    Example:
+      >>> parse_bytes("2GB"), parse_bytes(1024)
+      (2147483648, 1024)
+    """
+    if isinstance(value, str):
+        text = value.strip().upper().replace(" ", "").removesuffix("IB").removesuffix("B")
+        number, unit = (text[:-1], text[-1]) if text[-1:].isalpha() else (text, "")
+        try:
+            size = float(number) * _UNITS[unit]
+        except (KeyError, ValueError):
+            raise ValueError(
+                f"cannot read {value!r} as a memory size; write e.g. '512MB' or '2GB'."
+            ) from None
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        size = float(value)
+    else:
+        raise ValueError(f"a memory size must be bytes or a string like '2GB', got {value!r}.")
+    if not np.isfinite(size) or size <= 0:
+        raise ValueError(f"a memory size must be positive, got {value!r}.")
+    return int(size)
+
+
+def _available_host_memory() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _free_device_memory() -> int | None:
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return None
+    try:
+        stats = device.memory_stats() or {}
+    except Exception:  # not every backend reports memory
+        return None
+    limit = stats.get("bytes_limit")
+    return None if limit is None else int(limit) - int(stats.get("bytes_in_use", 0))
+
+
+def memory_budget(*, max_memory=None) -> int:
+    """Bytes that one tile of inference may use: ``max_memory``, or a share of what is free.
+
+    Without ``max_memory``: half the free memory of the first accelerator (from
+    ``jax.devices()[0].memory_stats()``), or on a CPU a quarter of the RAM available now
+    (psutil when installed, else ``os.sysconf``); 1 GiB if neither can be read. The
+    budget bounds the working memory of one tile (network activations and tile buffers);
+    the result array is extra (4 bytes per pixel).
+
+    Example:
+      >>> memory_budget(max_memory="64MB")
+      67108864
+    """
+    if max_memory is not None:
+        return parse_bytes(max_memory)
+    free = _free_device_memory()
+    if free is not None:
+        return max(int(free * _DEVICE_FRACTION), 1)
+    available = _available_host_memory()
+    return int(available * _HOST_FRACTION) if available else 2**30
+
+
+def tile_bytes_per_pixel(unet_cfg) -> int:
+    """Estimated working memory of tiled inference per window pixel, in bytes.
+
+    Example:
+      >>> from jdeconv.unet import UNetConfig
+      >>> tile_bytes_per_pixel(UNetConfig(ndim=2, depth=2, base_channels=8))
+      216
+    """
+    floats = _NETWORK_FLOATS_PER_CHANNEL[unet_cfg.ndim] * unet_cfg.base_channels
+    return 4 * floats + _HOST_BYTES_PER_PIXEL
+
+
+def choose_tile_size(
+    shape, *, multiple: int = 1, halo: int = 64, blend: int = 16, budget, bytes_per_pixel
+) -> int | None:
+    """The largest tile (window side) whose working memory fits ``budget`` bytes.
+
+    A window is clipped to the image on each axis (a 32-plane stack is tiled in YX only),
+    so the search counts the pixels a window really holds. Returns None when the whole
+    image fits (no tiling), and the smallest window tiling allows
+    (``2 * halo + blend + multiple``) when even that does not fit.
+
+    Example:
+      >>> choose_tile_size((32, 1024, 1024), multiple=8, budget=2**30, bytes_per_pixel=1000)
+      176
+      >>> choose_tile_size((64, 64), multiple=8, budget=2**30, bytes_per_pixel=1000) is None
+      True
+    """
+    padded = [n + (-n) % multiple for n in shape]
+    if math.prod(padded) * bytes_per_pixel <= budget:
+        return None
+    halo = -(-halo // multiple) * multiple
+    smallest = -(-(2 * halo + blend + multiple) // multiple) * multiple
+    best = smallest
+    for window in range(smallest, max(padded) + 1, multiple):
+        if math.prod(min(window, n) for n in padded) * bytes_per_pixel > budget:
+            break
+        best = window
+    return best

@@ -25,7 +25,7 @@ from .config import Config
 from .forward import ForwardModel, make_forward
 from .losses import Loss, make_loss
 from .model import FittedModel
-from .predict import make_predictor, predict
+from .predict import make_predictor, predict, tile_bytes_per_pixel
 from .psf import validate_psf
 from .selection import VALIDATION_REGION, ModelSelector, hold_out, make_validation_fn
 from .train import init_state, make_optimizer, make_train_step
@@ -39,6 +39,7 @@ __all__ = [
     "infer",
     "validate_image",
     "normalization",
+    "normalization_from_statistics",
     "destandardise",
     "predict_standardised",
 ]
@@ -66,28 +67,85 @@ def normalization(arr: np.ndarray, cfg: Config) -> tuple[float, float]:
       (1.0, 1.0)
     """
     if cfg.data.normalization == "percentile":
-        lo, hi = np.percentile(arr, cfg.data.percentiles)
+        stats = {
+            "percentiles": np.percentile(arr, cfg.data.percentiles),
+            "min": arr.min(),
+            "max": arr.max(),
+        }
+    else:
+        stats = {"mean": arr.mean(), "std": arr.std()}
+    return normalization_from_statistics(stats, cfg)
+
+
+def normalization_from_statistics(stats, cfg: Config) -> tuple[float, float]:
+    """:func:`normalization` from an image's summary statistics (no pixels needed).
+
+    Args:
+      stats: ``"mean"`` and ``"std"``, or for percentile normalisation ``"percentiles"``
+        (low, high) and the image's ``"min"`` and ``"max"``.
+      cfg: the config whose ``data.normalization`` says which.
+
+    Example:
+      >>> normalization_from_statistics({"mean": 1.0, "std": 2.0}, Config())
+      (1.0, 2.0)
+    """
+    if cfg.data.normalization == "percentile":
+        lo, hi = stats["percentiles"]
         if hi <= lo:
-            lo, hi = arr.min(), arr.max()
+            lo, hi = stats["min"], stats["max"]
         return float(lo), float(hi - lo)
-    return float(arr.mean()), float(arr.std())
+    return float(stats["mean"]), float(stats["std"])
 
 
-def destandardise(y_std, offset: float, scale: float, *, clip_range=None) -> np.ndarray:
+def destandardise(y_std, offset: float, scale: float, *, clip_range=None, out=None) -> np.ndarray:
     """Back to the input's intensity scale, float32 (optionally clipped to its range).
+
+    Computed in float64 a block of planes at a time, so a large image needs no full-size
+    float64 copy; ``out`` (a float32 array of the same shape, e.g. ``y_std`` itself)
+    receives the result in place.
 
     Example:
       >>> destandardise(np.zeros(2), 5.0, 2.0)
       array([5., 5.], dtype=float32)
     """
-    y = np.asarray(y_std, np.float64) * scale + offset
-    if clip_range is not None:
-        y = np.clip(y, *clip_range)
-    return y.astype(np.float32)
+    y_std = np.asarray(y_std)
+    if out is None:
+        out = np.empty(y_std.shape, np.float32)
+    for block in _plane_blocks(y_std.shape):
+        y = y_std[block].astype(np.float64)
+        y *= scale
+        y += offset
+        if clip_range is not None:
+            np.clip(y, *clip_range, out=y)
+        out[block] = y
+        del y  # before the next block is converted: one block of float64 at a time
+    return out
 
 
-def predict_standardised(model: FittedModel, x: np.ndarray, *, tile_size=None) -> np.ndarray:
-    """The model's output on a standardised image (whole or tiled, with the config's TTA).
+def _plane_blocks(shape, *, block_bytes: int = 2**20):
+    """Slices along the first axis, each at most about ``block_bytes`` of float64."""
+    if len(shape) == 0:
+        return [()]
+    per_plane = 8 * math.prod(shape[1:])
+    step = max(1, block_bytes // max(per_plane, 1))
+    return [slice(i, i + step) for i in range(0, shape[0], step)] or [slice(0, 0)]
+
+
+def predict_standardised(
+    model: FittedModel,
+    x,
+    *,
+    tile_size=None,
+    offset: float = 0.0,
+    scale: float = 1.0,
+    max_memory=None,
+) -> np.ndarray:
+    """The model's output on ``(x - offset) / scale`` (whole or tiled, with the config's TTA).
+
+    ``x`` is standardised a tile at a time (see :func:`jdeconv.predict.predict`); the tile
+    size is ``tile_size``, else the config's, else the largest that fits the memory
+    budget (``max_memory``, bytes or a string like ``"2GB"``; None: a share of the free
+    memory). The result is float32, in the standardised frame.
 
     Example:
       >>> import jdeconv
@@ -106,6 +164,10 @@ def predict_standardised(model: FittedModel, x: np.ndarray, *, tile_size=None) -
         tile_size=inf.tile_size if tile_size is None else tile_size,
         halo=inf.tile_halo,
         tta=inf.tta,
+        offset=offset,
+        scale=scale,
+        max_memory=max_memory,
+        bytes_per_pixel=tile_bytes_per_pixel(model.config.unet(model.ndim)),
     )
 
 

@@ -19,6 +19,7 @@ MODULES = [
     "jdeconv.config",
     "jdeconv.forward",
     "jdeconv.io",
+    "jdeconv.lazy",
     "jdeconv.losses",
     "jdeconv.masks",
     "jdeconv.metrics",
@@ -30,6 +31,7 @@ MODULES = [
     "jdeconv.stages",
     "jdeconv.train",
     "jdeconv.unet",
+    "jdeconv.zarr_io",
 ]
 
 # Optional parameters that may be given positionally, and why.
