@@ -512,9 +512,9 @@ def puncta_2d(
     key,
     shape=(256, 256),
     *,
-    count: int = 150,
+    count: int = 300,
     sigma_range=(0.0, 2.0),
-    intensity_range=(0.1, 1.0),
+    intensity_range=(0.25, 1.0),
 ) -> np.ndarray:
     """Sparse point sources ("beads", vesicles, single molecules) on a dark background.
 
@@ -550,7 +550,7 @@ def puncta_3d(
     *,
     count: int = 300,
     sigma_range=(0.0, 2.0),
-    intensity_range=(0.1, 1.0),
+    intensity_range=(0.25, 1.0),
 ) -> np.ndarray:
     """The 3D version of :func:`puncta_2d`: isotropic Gaussian spots in a (Z, Y, X) volume.
 
