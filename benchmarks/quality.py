@@ -559,7 +559,7 @@ def write_markdown(path: Path, result: dict) -> None:
         headers = [title, "n", *(SHORT.get(m, m) for m in main)]
         if learned:
             headers += ["Δ vs RL or.", "Δ vs best or.", "Δ SSIM vs best or."]
-        headers += ["best or. (which)"]
+        headers += ["best or. is (images)"]
         rows = []
         for name, es in group(entries, key).items():
             s = summarise(es, main, learned)
@@ -572,7 +572,8 @@ def write_markdown(path: Path, result: dict) -> None:
                     _signed(s.get(m, {}).get("dssim_vs_best_oracle"), 3),
                 ]
             winners = [e["methods"]["best_oracle"]["method"] for e in es]
-            row.append(", ".join(sorted({SHORT[w] for w in winners})))
+            counts = sorted(((winners.count(w), w) for w in set(winners)), reverse=True)
+            row.append(", ".join(f"{SHORT[w]} {c}" for c, w in counts))
             rows.append(row)
         lines += C.table(headers, rows)
 
