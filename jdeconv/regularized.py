@@ -354,12 +354,12 @@ def tikhonov(
     arr, kernel = _image_and_psf(image, psf)
     _check_choice("regularizer", regularizer, REGULARIZERS)
     _check_choice("padding", padding, PADDINGS)
+    _check_choice("rule", rule, RULES)
+    noise_std = _check_noise_std(noise_std)
+    weight = None if weight is None else _check_weight(weight)
     problem = _problem(arr, kernel, regularizer=regularizer, padding=padding)
     if weight is None:
-        _check_choice("rule", rule, RULES)
-        weight = _choose(problem, arr, kernel, rule=rule, noise_std=_check_noise_std(noise_std))
-    else:
-        weight = _check_weight(weight)
+        weight = _choose(problem, arr, kernel, rule=rule, noise_std=noise_std)
     return _solve(problem, weight).astype(np.float32)
 
 
