@@ -92,3 +92,35 @@ def test_quality_tiny_classical_only(tmp_path):
     _check_classical(result["images"][0])
     assert "default" not in result["images"][0]["methods"]
     assert "classical methods only" in md
+
+
+def test_quality_resume_keeps_finished_images(tmp_path):
+    first, _ = _run(tmp_path, "--classical-only", "--cells", "*/*/edges")
+    (kept,) = first["images"]
+    second, md = _run(tmp_path, "--classical-only", "--resume")
+    assert second["status"] == "complete"
+    assert [e["case"] for e in second["images"]] == second["config"]["cases"]
+    assert len(second["images"]) == 2
+    again = next(e for e in second["images"] if e["case"] == kept["case"])
+    assert again == kept  # reused, not recomputed
+    assert second["config"]["resumed"]["images"] == [kept["case"]]
+    assert "Resumed" in md
+    # Other settings: refused rather than mixed.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "quality.py"),
+            "--tiny",
+            "--classical-only",
+            "--resume",
+            "--rl-max",
+            "7",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=BENCHMARKS.parent,
+    )
+    assert proc.returncode != 0 and "other settings" in proc.stderr
