@@ -1,0 +1,126 @@
+"""benchmarks/quality.py --tiny runs end to end and writes complete, consistent results.
+
+It runs in a subprocess (as tests/test_benchmarks_paper.py does), into ``tmp_path``. The
+tiny cases use phantoms and model PSFs only, so no reference data are needed; about a
+minute on a 2-core CPU (the one jdeconv fit compiles), seconds with --classical-only.
+"""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCORES = {"psnr", "psnr_border", "ssim", "mi", "smi", "rmse"}
+ORACLES = {"rl_oracle", "rl_tv_oracle", "tik_id_oracle", "tik_lap_oracle"}
+CLASSICAL = {"input", "rl_5", "best_oracle", "tik_lap_gcv", "tik_id_disc", "rl_disc"} | ORACLES
+
+
+def _run(out: Path, *args: str) -> tuple[dict, str]:
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "quality.py"), "--tiny", "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=BENCHMARKS.parent,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    stem = out / "quality-tiny"
+    md = stem.with_suffix(".md").read_text()
+    return json.loads(stem.with_suffix(".json").read_text()), md
+
+
+def _check_classical(entry: dict) -> None:
+    methods = entry["methods"]
+    assert CLASSICAL <= set(methods)
+    for name in CLASSICAL:
+        record = methods[name]
+        assert SCORES <= set(record), name
+        assert math.isfinite(record["psnr"]) and -1 <= record["ssim"] <= 1
+    # The best oracle is the best of the four oracles, and every oracle is at least as
+    # good as its ground-truth-free counterpart's choice on the same grid/range.
+    best = max(ORACLES, key=lambda m: methods[m]["psnr"])
+    assert methods["best_oracle"]["method"] == best
+    assert methods["best_oracle"]["psnr"] == methods[best]["psnr"]
+    assert methods["rl_oracle"]["psnr"] >= methods["rl_5"]["psnr"]
+    assert methods["rl_tv_oracle"]["tv_weight"] > 0 and methods["rl_oracle"]["n"] >= 1
+    assert methods["tik_lap_gcv"]["weight"] > 0 and methods["rl_disc"]["n"] >= 1
+    assert entry["input_psnr"] == methods["input"]["psnr"]
+
+
+def test_quality_tiny(tmp_path):
+    result, md = _run(tmp_path)
+    assert result["status"] == "complete"
+    cfg = result["config"]
+    assert cfg["tiny"] is True and cfg["size"] == 64 and cfg["learned"] == ["default"]
+    assert cfg["overrides"]["steps"] == 2
+    assert len(result["images"]) == len(cfg["cases"]) == 2
+    for entry in result["images"]:
+        assert entry["shape"] == [64, 64]
+        assert entry["case"] == f"{entry['psf']}/{entry['noise']}/{entry['image']}"
+        _check_classical(entry)
+        learned = entry["methods"]["default"]
+        assert "error" not in learned, learned.get("error")
+        assert learned["steps"] == 2 and learned["config"]["name"] == "noise2same_d"
+        assert learned["wall_s"] >= learned["train_s"] > 0
+        for ref in ("rl_oracle", "best_oracle"):
+            expected = learned["psnr"] - entry["methods"][ref]["psnr"]
+            assert math.isclose(learned[f"dpsnr_vs_{ref}"], expected)
+    summary = result["summary"]
+    assert summary["default"]["n_images"] == 2
+    assert 0 <= summary["default"]["wins_vs_best_oracle"] <= 2
+    assert summary["default"]["worst"]["case"] in cfg["cases"]
+    assert set(summary["gt_free_vs_oracle"]) == {"tik_lap_gcv", "tik_id_disc", "rl_disc"}
+    for heading in (
+        "## Protocol",
+        "## Mean over all images",
+        "## Mean PSNR per cell",
+        "## Ground-truth-free rules",
+        "## Per image: SSIM",
+    ):
+        assert heading in md
+    assert "zero fill" in md and "Padding" in md and "jdeconv default" in md
+    for case in cfg["cases"]:
+        assert f"| {case} |" in md
+
+
+def test_quality_tiny_classical_only(tmp_path):
+    result, md = _run(tmp_path, "--classical-only", "--cells", "*/*/edges")
+    assert result["config"]["learned"] == [] and result["config"]["classical_only"]
+    assert [e["content"] for e in result["images"]] == ["edges"]
+    _check_classical(result["images"][0])
+    assert "default" not in result["images"][0]["methods"]
+    assert "classical methods only" in md
+
+
+def test_quality_resume_keeps_finished_images(tmp_path):
+    first, _ = _run(tmp_path, "--classical-only", "--cells", "*/*/edges")
+    (kept,) = first["images"]
+    second, md = _run(tmp_path, "--classical-only", "--resume")
+    assert second["status"] == "complete"
+    assert [e["case"] for e in second["images"]] == second["config"]["cases"]
+    assert len(second["images"]) == 2
+    again = next(e for e in second["images"] if e["case"] == kept["case"])
+    assert again == kept  # reused, not recomputed
+    assert second["config"]["resumed"]["images"] == [kept["case"]]
+    assert "Resumed" in md
+    # Other settings: refused rather than mixed.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "quality.py"),
+            "--tiny",
+            "--classical-only",
+            "--resume",
+            "--rl-max",
+            "7",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=BENCHMARKS.parent,
+    )
+    assert proc.returncode != 0 and "other settings" in proc.stderr
