@@ -6,7 +6,7 @@ and one frozen group per concern, CAREamics-style:
 ==============  ========================  ==============================================
 group           class                     fields
 ==============  ========================  ==============================================
-``network``     :class:`NetworkConfig`    base_channels, depth, norm, residual
+``network``     :class:`NetworkConfig`    base_channels, depth, norm, residual, dtype
 ``data``        :class:`DataConfig`       patch_size, patch_size_z, batch_size,
                                           normalization, percentiles
 ``masks``       :class:`MaskConfig`       kind, fraction, replacement, noise_std
@@ -56,6 +56,7 @@ Replacement = Literal["noise", "zero", "local_mean"]
 Method = Literal["fft", "direct", "auto"]
 Padding = Literal["reflect", "zero", "periodic"]
 Norm = Literal["none", "group"]
+ComputeDtype = Literal["float32", "bfloat16"]
 
 
 # ----------------------------------------------------------------------------- checks
@@ -127,6 +128,11 @@ class NetworkConfig:
       depth: number of 2× downsamplings.
       norm: "none" (needed for exact tiled inference) or "group" (GroupNorm).
       residual: residual blocks.
+      dtype: "float32", or "bfloat16" for mixed precision (flat name ``compute_dtype``):
+        convolutions and activations in bfloat16, parameters, optimiser, forward model
+        and losses in float32 (the network's output is cast to float32 before the PSF).
+        Off by default: its effect on quality has not been benchmarked; it pays on GPUs
+        and TPUs, not on CPUs.
 
     Example:
       >>> NetworkConfig(base_channels=8, depth=2).multiple
@@ -137,12 +143,14 @@ class NetworkConfig:
     depth: int = 3
     norm: Norm = "none"
     residual: bool = True
+    dtype: ComputeDtype = "float32"
 
     def __post_init__(self):
         _integer(self, "base_channels", minimum=1)
         _integer(self, "depth", minimum=1)
         _choice(self, "norm", Norm)
         _boolean(self, "residual")
+        _choice(self, "dtype", ComputeDtype)
         self.unet(2)  # the network's own checks (depth range, groups)
 
     @property
@@ -158,6 +166,7 @@ class NetworkConfig:
             norm=self.norm,
             residual=self.residual,
             groups=min(8, self.base_channels),
+            dtype=self.dtype,
         )
 
 
@@ -368,6 +377,7 @@ _GROUPS: dict[str, type] = {
 #: Flat (historical) names of grouped fields: ``name -> (group, field)``.
 FLAT_FIELDS: dict[str, tuple[str, str]] = {
     **{f: ("network", f) for f in ("base_channels", "depth", "norm", "residual")},
+    "compute_dtype": ("network", "dtype"),
     **{
         f: ("data", f)
         for f in ("patch_size", "patch_size_z", "batch_size", "normalization", "percentiles")
