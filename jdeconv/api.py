@@ -42,8 +42,10 @@ class FitResult:
         [...], <term>: [...]}``) and the held-out blind-spot loss (``"val_step"``,
         ``"val_loss"``).
       best_step: the step whose parameters were kept (by validation loss), or the last.
-      timings: seconds for ``compile``, ``train``, ``inference``, ``total`` and ``steps``
-        run.
+      timings: seconds for ``compile``, ``train``, ``inference``, ``total``; ``steps``
+        run; ``devices`` that trained (data parallel when more than one);
+        ``voxels_per_second`` of the inference (the image's voxels over ``inference``
+        seconds, which include compiling the predictor for this shape and the TTA).
 
     Example:
       >>> import numpy as np, jdeconv
@@ -107,6 +109,7 @@ def fit(
     timings = {
         **trained.timings,
         "inference": infer_s,
+        "voxels_per_second": prepared.x.size / max(infer_s, 1e-12),
         "total": time.perf_counter() - t_start,
     }
     return FitResult(deconvolved, reconvolved, model, trained.history, trained.best_step, timings)
@@ -119,6 +122,7 @@ def deconvolve(
     tile_size: int | None = None,
     tta: bool | None = None,
     max_memory=None,
+    return_timings: bool = False,
 ):
     """Deconvolve an image with a fitted model (trained on this or a similar image).
 
@@ -139,8 +143,12 @@ def deconvolve(
       max_memory: working memory for one tile, bytes or a string like ``"2GB"``; None: a
         share of the free memory (:func:`jdeconv.predict.memory_budget`).
 
+      return_timings: also return ``{"seconds": ..., "voxels_per_second": ...}`` of the
+        prediction (the first call for a new image shape includes compilation).
+
     Returns:
-      float32 array of the image's shape, in its intensity scale (lazy for dask input).
+      float32 array of the image's shape, in its intensity scale; with
+      ``return_timings``, the pair ``(array, timings)``.
 
     Example:
       >>> import jdeconv
@@ -150,6 +158,9 @@ def deconvolve(
       >>> m = FittedModel(params, cfg, 2, jdeconv.psf.gaussian_psf((3, 3), 1.0))
       >>> deconvolve(np.random.default_rng(0).random((16, 16)), m).shape
       (16, 16)
+      >>> _, t = deconvolve(np.zeros((16, 16)) + np.eye(16), m, return_timings=True)
+      >>> t["voxels_per_second"] > 0
+      True
     """
     cfg = model.config if tta is None else model.config.replace(tta=tta)
     model = dataclasses.replace(model, config=cfg)
@@ -164,11 +175,16 @@ def deconvolve(
             f"model is {model.ndim}D but the image is {arr.ndim}D (shape {arr.shape})."
         )
     offset, scale = stages.normalization_from_statistics(stats, cfg)
+    t0 = time.perf_counter()
     y = stages.predict_standardised(
         model, arr, tile_size=tile_size, offset=offset, scale=scale, max_memory=max_memory
     )
+    seconds = time.perf_counter() - t0
     clip = (stats["min"], stats["max"]) if cfg.inference.clip_output else None
-    return stages.destandardise(y, offset, scale, clip_range=clip, out=y)
+    out = stages.destandardise(y, offset, scale, clip_range=clip, out=y)
+    if return_timings:
+        return out, {"seconds": seconds, "voxels_per_second": y.size / max(seconds, 1e-12)}
+    return out
 
 
 def _percentiles(cfg: Config):

@@ -6,7 +6,7 @@ and one frozen group per concern, CAREamics-style:
 ==============  ========================  ==============================================
 group           class                     fields
 ==============  ========================  ==============================================
-``network``     :class:`NetworkConfig`    base_channels, depth, norm, residual
+``network``     :class:`NetworkConfig`    base_channels, depth, norm, residual, dtype
 ``data``        :class:`DataConfig`       patch_size, patch_size_z, batch_size,
                                           normalization, percentiles
 ``masks``       :class:`MaskConfig`       kind, fraction, replacement, noise_std
@@ -56,6 +56,7 @@ Replacement = Literal["noise", "zero", "local_mean"]
 Method = Literal["fft", "direct", "auto"]
 Padding = Literal["reflect", "zero", "periodic"]
 Norm = Literal["none", "group"]
+ComputeDtype = Literal["float32", "bfloat16"]
 
 
 # ----------------------------------------------------------------------------- checks
@@ -127,6 +128,11 @@ class NetworkConfig:
       depth: number of 2× downsamplings.
       norm: "none" (needed for exact tiled inference) or "group" (GroupNorm).
       residual: residual blocks.
+      dtype: "float32", or "bfloat16" for mixed precision (flat name ``compute_dtype``):
+        convolutions and activations in bfloat16, parameters, optimiser, forward model
+        and losses in float32 (the network's output is cast to float32 before the PSF).
+        Off by default: its effect on quality has not been benchmarked; it pays on GPUs
+        and TPUs, not on CPUs.
 
     Example:
       >>> NetworkConfig(base_channels=8, depth=2).multiple
@@ -137,12 +143,14 @@ class NetworkConfig:
     depth: int = 3
     norm: Norm = "none"
     residual: bool = True
+    dtype: ComputeDtype = "float32"
 
     def __post_init__(self):
         _integer(self, "base_channels", minimum=1)
         _integer(self, "depth", minimum=1)
         _choice(self, "norm", Norm)
         _boolean(self, "residual")
+        _choice(self, "dtype", ComputeDtype)
         self.unet(2)  # the network's own checks (depth range, groups)
 
     @property
@@ -158,6 +166,7 @@ class NetworkConfig:
             norm=self.norm,
             residual=self.residual,
             groups=min(8, self.base_channels),
+            dtype=self.dtype,
         )
 
 
@@ -369,6 +378,7 @@ _GROUPS: dict[str, type] = {
 #: Flat (historical) names of grouped fields: ``name -> (group, field)``.
 FLAT_FIELDS: dict[str, tuple[str, str]] = {
     **{f: ("network", f) for f in ("base_channels", "depth", "norm", "residual")},
+    "compute_dtype": ("network", "dtype"),
     **{
         f: ("data", f)
         for f in ("patch_size", "patch_size_z", "batch_size", "normalization", "percentiles")
@@ -409,11 +419,20 @@ _PRESET_SETTINGS: dict[str, dict[str, object]] = {
     "noise2same_d": {"mask_fraction": 0.005, "steps": 300},
 }
 
-# Settings of the default 3D config that differ from the 2D one, sized for a CPU: one
-# step of batch 4 × 32×64×64 took 13.9 s on one core, batch 2 × 32×48×48 about 3 s
-# (benchmarks/results/train_step-cpu.md, paper_3d-cpu.md). On a GPU raise them (Papkov
-# et al.: 64³ patches, batch 4, 15 000 steps).
-_DEFAULT_3D = {"batch_size": 2, "patch_size": 48, "patch_size_z": 32, "steps": 300}
+# What the default config changes in its preset, by backend: data sizes, and 300 steps
+# in 3D (noise2same_d, the 2D default, has 300 already); the network is the same
+# everywhere.
+# CPU: one 3D step of batch 4 × 32×64×64 took 13.9 s on one core, batch 2 × 32×48×48
+# about 3 s (benchmarks/results/train_step-cpu.md, paper_3d-cpu.md), so the 3D default
+# is small; 2D keeps the DataConfig defaults (64² crops, batch 16).
+# Accelerators (GPU, TPU): the papers' sizes — 128² crops, batch 16 in 2D (Noise2Same,
+# Kobayashi et al.); 64³ crops, batch 4 in 3D (Papkov et al.).
+_DEFAULT_DATA = {
+    ("cpu", 2): {},
+    ("cpu", 3): {"batch_size": 2, "patch_size": 48, "patch_size_z": 32, "steps": 300},
+    ("accelerator", 2): {"batch_size": 16, "patch_size": 128},
+    ("accelerator", 3): {"batch_size": 4, "patch_size": 64, "patch_size_z": 64, "steps": 300},
+}
 
 
 def default_preset(ndim: int) -> str:
@@ -578,16 +597,44 @@ class Config:
         return cls(**settings)
 
     @classmethod
-    def default(cls, ndim: int, **overrides) -> Config:
-        """The config ``fit`` uses when given none: the best preset for ``ndim`` (2 or 3).
+    def default(cls, ndim: int, *, backend: str | None = None, **overrides) -> Config:
+        """The config ``fit`` uses when given none: the best preset for ``ndim`` (2 or 3),
+        with patch and batch sizes for the device it will train on.
+
+        ========  =====================  =========================
+        backend   2D                     3D
+        ========  =====================  =========================
+        cpu       64² crops, batch 16    32×48×48 crops, batch 2
+        gpu, tpu  128² crops, batch 16   64×64×64 crops, batch 4
+        ========  =====================  =========================
+
+        Steps (300) and the network are the same on every backend. The accelerator sizes
+        are the papers' (Noise2Same in 2D, Papkov et al. in 3D); the CPU ones keep a fit
+        to minutes (benchmarks/results/train_step-cpu.md).
+
+        Args:
+          ndim: 2 or 3.
+          backend: whose sizes: "cpu", or "gpu"/"cuda"/"rocm"/"tpu" (any non-CPU backend
+            gets the accelerator sizes); None: ``jax.default_backend()``, the device JAX
+            will run on.
+          **overrides: any field, applied last (``patch_size=96``...).
 
         Example:
           >>> Config.default(3).name
           'noise2same'
+          >>> Config.default(2, backend="gpu").patch_size
+          128
         """
         if ndim not in (2, 3):
             raise ValueError(f"ndim must be 2 or 3, got {ndim}.")
-        settings = dict(_DEFAULT_3D) if ndim == 3 else {}
+        if backend is None:
+            import jax  # not at module level: a Config is built without touching a device
+
+            backend = jax.default_backend()
+        if not isinstance(backend, str) or not backend:
+            raise ValueError(f"backend must be a name such as 'cpu' or 'gpu', got {backend!r}.")
+        kind = "cpu" if backend.lower() == "cpu" else "accelerator"
+        settings = dict(_DEFAULT_DATA[kind, ndim])
         settings.update(overrides)
         return cls.preset(default_preset(ndim), **settings)
 

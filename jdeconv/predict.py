@@ -6,7 +6,9 @@ and are blended with linear ramps (weights summing to one), so with a halo that 
 receptive field the result equals the whole-image one to float rounding. The network sees
 each window mirror-padded to its size multiple, exactly as for a whole image.
 Test-time augmentation (TTA) averages the prediction over the rotations/flips used in
-training (8 in 2D; 16 in 3D: rot90 in YX × flip Z × flip Y).
+training (8 in 2D; 16 in 3D: rot90 in YX × flip Z × flip Y). The transformed copies go
+through the network as batches, as many per call as ``max_batch`` (or a memory budget)
+allows; when Y ≠ X the odd rotations swap the axes, so they form a batch of their own.
 
 Memory: the tile is chosen by :func:`choose_tile_size` from :func:`memory_budget` (a
 share of the free accelerator memory or available RAM, or ``max_memory``) and an
@@ -18,9 +20,11 @@ into the float32 result: nothing full-size but the result is ever allocated.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
+import numbers
 import os
 from collections.abc import Callable
 
@@ -39,17 +43,43 @@ __all__ = [
     "tile_bytes_per_pixel",
 ]
 
+#: Test-time augmentation puts at most this many voxels in one network call unless
+#: ``predict(max_batch=)`` says otherwise. The default network's float32 activations
+#: take about 256 bytes per voxel in 2D and 780 in 3D (XLA's buffer assignment), so
+#: 2**22 voxels is about 1 GiB (2D: all 8 copies of a 512² image at once) or 3 GiB (3D:
+#: 32×128×128 in two calls of 8); larger images fall back to smaller groups, down to one
+#: copy per call.
+TTA_BATCH_VOXELS = 2**22
+
 
 @functools.partial(jax.jit, static_argnums=0)
 def _apply_one(graphdef, params, x):
     return apply_network(graphdef, params, x[None])[0]
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _apply_batch(graphdef, params, xs):
+    return apply_network(graphdef, params, xs)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Predictor:
+    graphdef: object
+
+    def __call__(self, params, x):
+        return _apply_one(self.graphdef, params, x)
+
+    def batch(self, params, xs):
+        return _apply_batch(self.graphdef, params, xs)
+
+
 def make_predictor(graphdef) -> Callable:
     """A jitted ``net(params, x)`` on one unbatched standardised array (any shape).
 
-    One compilation per network shape and input shape, shared by every predictor of the
-    same network (the graph definition is a static argument of one jitted function).
+    ``net.batch(params, xs)`` runs a stack ``(B, *spatial)`` in one network call (what
+    test-time augmentation uses). One compilation per network shape and input shape,
+    shared by every predictor of the same network (the graph definition is a static
+    argument of one jitted function).
 
     Example:
       >>> from jdeconv.unet import UNetConfig, init_unet
@@ -57,7 +87,7 @@ def make_predictor(graphdef) -> Callable:
       >>> make_predictor(graphdef)(params, jnp.zeros((8, 8))).shape
       (8, 8)
     """
-    return functools.partial(_apply_one, graphdef)
+    return _Predictor(graphdef)
 
 
 def _transforms(ndim: int):
@@ -65,15 +95,48 @@ def _transforms(ndim: int):
     return list(itertools.product(range(4), flip_sets))
 
 
-def _with_tta(net: Callable, params, x: jax.Array) -> jax.Array:
-    total = jnp.zeros_like(x)
+def _forward(x, k, flips):
+    y = jnp.rot90(x, k, axes=(-2, -1))
+    return jnp.flip(y, flips) if flips else y
+
+
+def _inverse(y, k, flips):
+    y = jnp.flip(y, flips) if flips else y
+    return jnp.rot90(y, -k, axes=(-2, -1))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _transformed(transforms, x):
+    return jnp.stack([_forward(x, k, flips) for k, flips in transforms])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _inverse_sum(transforms, ys):
+    return sum(_inverse(y, k, flips) for y, (k, flips) in zip(ys, transforms, strict=True))
+
+
+def _tta_batch(n: int, size: int, max_batch: int | None) -> int:
+    """Copies per network call: at most ``max_batch`` (default: the voxel budget), rounded
+    down to a power of two so that every call of a group has one shape (one compilation)."""
+    limit = max(1, TTA_BATCH_VOXELS // max(size, 1)) if max_batch is None else max_batch
+    limit = max(1, min(n, limit))
+    return 1 << (limit.bit_length() - 1)
+
+
+def _with_tta(net: Callable, params, x: jax.Array, *, max_batch: int | None = None):
     transforms = _transforms(x.ndim)
-    for k, flips in transforms:
-        y = jnp.rot90(x, k, axes=(-2, -1))
-        y = jnp.flip(y, flips) if flips else y
-        out = net(params, y)
-        out = jnp.flip(out, flips) if flips else out
-        total = total + jnp.rot90(out, -k, axes=(-2, -1))
+    batch = _tta_batch(len(transforms), x.size, max_batch)
+    total = jnp.zeros_like(x)
+    if batch == 1 or not hasattr(net, "batch"):  # one call per copy
+        for k, flips in transforms:
+            total = total + _inverse(net(params, _forward(x, k, flips)), k, flips)
+        return total / len(transforms)
+    # Even and odd rotations give (…, Y, X) and (…, X, Y): one batch shape each.
+    for parity in (0, 1):
+        group = [t for t in transforms if t[0] % 2 == parity]
+        for i in range(0, len(group), batch):
+            chunk = tuple(group[i : i + batch])
+            total = total + _inverse_sum(chunk, net.batch(params, _transformed(chunk, x)))
     return total / len(transforms)
 
 
@@ -138,6 +201,7 @@ def predict(
     scale: float = 1.0,
     max_memory=None,
     bytes_per_pixel: int | None = None,
+    max_batch: int | None = None,
 ) -> np.ndarray:
     """Apply ``net`` to ``(x - offset) / scale``, a ``(*spatial)`` array, whole or in tiles.
 
@@ -169,6 +233,10 @@ def predict(
         the free memory (:func:`memory_budget`).
       bytes_per_pixel: working memory per window pixel (:func:`tile_bytes_per_pixel`);
         None: an estimate for the default 3D network.
+      max_batch: with ``tta``, at most this many transformed copies per network call
+        (rounded down to a power of two; 1: one call per copy); None: as many as fit in
+        ``TTA_BATCH_VOXELS`` voxels. The result does not depend on it beyond float
+        rounding.
 
     Returns:
       float32 numpy array of ``x.shape``, in the standardised frame.
@@ -179,7 +247,14 @@ def predict(
       >>> predict(make_predictor(graphdef), params, np.zeros((8, 8)), multiple=2).shape
       (8, 8)
     """
-    run = (lambda a: _with_tta(net, params, a)) if tta else (lambda a: net(params, a))
+    if max_batch is not None and (
+        isinstance(max_batch, bool) or not isinstance(max_batch, numbers.Integral) or max_batch < 1
+    ):
+        raise ValueError(f"max_batch must be a positive integer or None, got {max_batch!r}.")
+    if tta:
+        run = functools.partial(_with_tta, net, params, max_batch=max_batch)
+    else:
+        run = functools.partial(net, params)
     if tile_size is None:
         tile_size = choose_tile_size(
             x.shape,

@@ -3,7 +3,8 @@
 - :func:`prepare` validates the image, PSF and config, standardises the image, picks the
   held-out pixels (:mod:`jdeconv.selection`) and binds the loss; nothing is compiled yet.
 - :func:`train` initialises the network, compiles the step once and runs the loop, with
-  progress bar, history and model selection.
+  progress bar, history and model selection; with several devices the batch is sharded
+  over them (data parallel, :func:`jdeconv.train.batch_mesh`).
 - :func:`infer` applies the trained network to the whole image (tiled if configured),
   reconvolves it and returns both in the input's intensity scale.
 """
@@ -18,6 +19,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from ._checks import check_image, check_psf_fits
@@ -28,7 +30,7 @@ from .model import FittedModel
 from .predict import make_predictor, predict, tile_bytes_per_pixel
 from .psf import validate_psf
 from .selection import VALIDATION_REGION, ModelSelector, hold_out, make_validation_fn
-from .train import init_state, make_optimizer, make_train_step
+from .train import batch_mesh, init_state, make_optimizer, make_train_step
 from .unet import init_unet
 
 __all__ = [
@@ -359,6 +361,11 @@ def _drain(history, pending, first_step, cfg: Config) -> None:
 def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained:
     """Initialise the network, compile the step once, and run the training loop.
 
+    With more than one device (``jax.devices()``; across hosts after
+    ``jax.distributed.initialize()``), the batch of patches is sharded over all of them
+    and everything else replicated; ``batch_size`` must be a multiple of the device
+    count. ``timings["devices"]`` says how many trained.
+
     Args:
       prepared: from :func:`prepare`.
       verbose: show a progress bar with the loss and validation loss.
@@ -379,6 +386,7 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
       [1, 2]
     """
     cfg, ndim = prepared.cfg, prepared.ndim
+    mesh = batch_mesh(cfg.data.batch_size)  # None on one device
     graphdef, params = init_unet(cfg.seed, cfg.unet(ndim))
     tx = make_optimizer(cfg)
     g_patch = prepared.forward(cfg.patch_shape(ndim))
@@ -389,9 +397,13 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
         batch_size=cfg.data.batch_size,
         masks=cfg.masks,
         crop_border=cfg.forward.crop_border,
+        mesh=mesh,
     )
     state = init_state(params, tx)
     key, x_train = prepared.train_key, prepared.x_train
+    if mesh is not None:
+        replicated = NamedSharding(mesh, PartitionSpec())
+        key, state, x_train, g_patch = jax.device_put((key, state, x_train, g_patch), replicated)
 
     t0 = time.perf_counter()
     compiled = step_fn.lower(key, state, x_train, g_patch).compile()
@@ -466,11 +478,14 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
         params, best_step = selector.kept_params, selector.kept_step
     else:
         params, best_step = state.params, steps_run
+    if mesh is not None:  # the model lives on one device, as after a one-device fit
+        params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), params)
     timings = {
         "compile": compile_s,
         "train": train_s,
         "steps": steps_run,
         "seconds_per_step": train_s / max(steps_run, 1),
+        "devices": 1 if mesh is None else mesh.size,
     }
     return Trained(params, history, best_step, timings)
 

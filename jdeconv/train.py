@@ -9,10 +9,17 @@ crop, then rot90/flip; in 3D flips on every axis and rot90 in YX only), one mask
 per patch, the network runs once or twice (only the passes the loss needs), the forward
 model is vmapped over the batch, and optax applies the update. Step ``t`` draws its
 randomness from ``fold_in(key, t)``.
+
+Data parallel: given a 1-D ``mesh`` (:func:`batch_mesh`), the step shards the batch of
+patches over the mesh's devices and keeps parameters, optimiser state, image and forward
+model replicated; XLA inserts the gradient all-reduce. The patches and masks drawn do
+not depend on the device count (the same keys), so the losses agree with one device's
+to float rounding.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -22,6 +29,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 from jax import lax
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from .config import Config, MaskConfig
 from .forward import ForwardModel
@@ -35,7 +43,10 @@ __all__ = [
     "sample_patch",
     "make_train_step",
     "init_state",
+    "batch_mesh",
 ]
+
+BATCH_AXIS = "batch"
 
 
 class TrainState(NamedTuple):
@@ -61,6 +72,37 @@ def init_state(params, tx: optax.GradientTransformation) -> TrainState:
       0
     """
     return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
+
+
+def batch_mesh(batch_size: int, *, devices=None) -> Mesh | None:
+    """A 1-D mesh over ``devices`` to shard a batch of ``batch_size`` on, or None for one.
+
+    On one host ``jax.devices()`` are the local accelerators; across hosts, after
+    ``jax.distributed.initialize()`` in every process, they are all hosts' devices.
+
+    Args:
+      batch_size: patches per step; must be a multiple of the device count.
+      devices: the devices (default ``jax.devices()``).
+
+    Raises:
+      ValueError: if ``batch_size`` is not a multiple of the number of devices.
+
+    Example:
+      >>> batch_mesh(4, devices=jax.devices()[:1]) is None
+      True
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    if len(devices) <= 1:
+        return None
+    if batch_size % len(devices):
+        raise ValueError(
+            f"batch_size {batch_size} must be a multiple of the {len(devices)} devices the "
+            "batch is sharded over (data-parallel training); change batch_size, or make "
+            "fewer devices visible (e.g. CUDA_VISIBLE_DEVICES)."
+        )
+    return jax.make_mesh(
+        (len(devices),), (BATCH_AXIS,), axis_types=(AxisType.Auto,), devices=devices
+    )
 
 
 def make_optimizer(cfg: Config) -> optax.GradientTransformation:
@@ -138,6 +180,7 @@ def make_train_step(
     batch_size: int | None = None,
     masks: MaskConfig | None = None,
     crop_border: bool = True,
+    mesh: Mesh | None = None,
     **legacy,
 ) -> Callable:
     """Build the jitted step ``step(key, state, image, g) -> (new_state, metrics)``.
@@ -150,6 +193,9 @@ def make_train_step(
       batch_size: patches per step.
       masks: blind-spot mask settings (a :class:`jdeconv.config.MaskConfig`).
       crop_border: compute the loss only where ``g`` sees real pixels.
+      mesh: a 1-D mesh (:func:`batch_mesh`) to shard the batch over; the arguments
+        should then be replicated on it (``jax.device_put(x, NamedSharding(mesh,
+        PartitionSpec()))``), and the new state and metrics come back replicated.
 
     Returns:
       A jitted function donating ``state``. ``g`` is the forward model of one patch
@@ -170,17 +216,45 @@ def make_train_step(
         raise TypeError("make_train_step needs batch_size= and masks= (keyword-only).")
     need_unmasked = UNMASKED in loss.needs
     need_masked = MASKED in loss.needs
+    if mesh is not None and len(mesh.axis_names) != 1:
+        raise ValueError(f"mesh must be 1-D (one batch axis), got axes {mesh.axis_names}.")
+
+    batch_spec = PartitionSpec(*mesh.axis_names) if mesh is not None else None
+
+    def shard(a):  # split the batch (leading) axis over the mesh's devices
+        if mesh is None:
+            return a
+        return lax.with_sharding_constraint(a, NamedSharding(mesh, batch_spec))
+
+    def blur(g):  # the forward model over a batch
+        if mesh is None:
+            return jax.vmap(g)
+        # XLA's partitioner gathers a batch of FFTs onto every device; shard_map keeps
+        # each device's share of the batch on it.
+        return functools.partial(
+            jax.shard_map(
+                lambda g, a: jax.vmap(g)(a),
+                mesh=mesh,
+                in_specs=(PartitionSpec(), batch_spec),
+                out_specs=batch_spec,
+            ),
+            g,
+        )
 
     def loss_fn(params, patches, masked, mask, g):
         patch_shape = g.shape
         border = tuple(k // 2 for k in g.psf.shape) if crop_border else (0,) * len(patch_shape)
         crop = _interior(border)
-        gb = jax.vmap(g)
+        gb = blur(g)
         deconvolved = reconvolved = deconvolved_masked = reconvolved_masked = None
         if need_unmasked and need_masked:
-            # One network call on the stacked batch: both passes share the weights.
-            both = apply_network(graphdef, params, jnp.concatenate([patches, masked]))
-            deconvolved, deconvolved_masked = jnp.split(both, 2)
+            # One network call on the stacked batch: both passes share the weights. The
+            # passes interleave (patch i, masked i, ...) so that a batch sharded over
+            # devices stays where it is.
+            stacked = jnp.stack([patches, masked], axis=1).reshape(-1, *patches.shape[1:])
+            both = apply_network(graphdef, params, shard(stacked))
+            both = both.reshape(patches.shape[0], 2, *patches.shape[1:])
+            deconvolved, deconvolved_masked = both[:, 0], both[:, 1]
         elif need_unmasked:
             deconvolved = apply_network(graphdef, params, patches)
         else:
@@ -200,7 +274,7 @@ def make_train_step(
     def step(key: jax.Array, state: TrainState, image: jax.Array, g: ForwardModel):
         step_key = jax.random.fold_in(key, state.step)
         patch_keys, mask_keys = jnp.split(jax.random.split(step_key, 2 * batch_size), 2)
-        patches = jax.vmap(lambda k: sample_patch(k, image, g.shape))(patch_keys)
+        patches = shard(jax.vmap(lambda k: sample_patch(k, image, g.shape))(patch_keys))
         masked, mask = jax.vmap(
             lambda k, p: mask_and_replace(
                 k,
@@ -211,6 +285,7 @@ def make_train_step(
                 noise_std=masks.noise_std,
             )
         )(mask_keys, patches)
+        masked, mask = shard(masked), shard(mask)
         (total, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.params, patches, masked, mask, g
         )
@@ -219,7 +294,9 @@ def make_train_step(
         metrics = {"loss": total, **terms}
         return TrainState(params, opt_state, state.step + 1), metrics
 
-    return jax.jit(step, donate_argnums=1)
+    if mesh is None:
+        return jax.jit(step, donate_argnums=1)
+    return jax.jit(step, donate_argnums=1, out_shardings=NamedSharding(mesh, PartitionSpec()))
 
 
 def _legacy_train_step(graphdef, loss, forward, tx, cfg, *, key, bounds=None):

@@ -42,6 +42,8 @@ class UNetConfig:
         the channel axis, then one 2D convolution: 3–4× faster forward+backward than XLA's
         3D convolution on CPU, see benchmarks/results/train_step-cpu.md) or "native"
         (``lax.conv_general_dilated`` in 3D). Same parameters, same result.
+      dtype: "float32" or "bfloat16": the dtype of convolutions and activations
+        (parameters stay float32; :func:`apply_network` returns float32).
 
     Example:
       >>> UNetConfig(ndim=3, depth=2).multiple
@@ -56,6 +58,7 @@ class UNetConfig:
     residual: bool = True
     negative_slope: float = 0.1
     conv3d: str = "stacked"
+    dtype: str = "float32"
 
     def __post_init__(self):
         if self.ndim not in (2, 3):
@@ -66,6 +69,8 @@ class UNetConfig:
             raise ValueError(f"base_channels must be positive, got {self.base_channels}.")
         if self.conv3d not in ("stacked", "native"):
             raise ValueError(f"conv3d must be 'stacked' or 'native', got {self.conv3d!r}.")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {self.dtype!r}.")
         if self.norm not in ("group", "none"):
             raise ValueError(f"norm must be 'group' or 'none', got {self.norm!r}.")
         if self.norm == "group" and self.base_channels % self.groups:
@@ -85,19 +90,23 @@ class _StackedConv3d(nnx.Module):
 
     ``out[z] = sum_dz conv2d(x[z + dz - 1], w[dz])``: the three shifted slabs are
     concatenated on the channel axis and convolved with the kernel reshaped to
-    ``(3, 3, 3·Cin, Cout)``. Parameters have the layout of ``nnx.Conv`` (DHWIO).
+    ``(3, 3, 3·Cin, Cout)``. Parameters have the layout of ``nnx.Conv`` (DHWIO), float32;
+    input, kernel and bias are cast to ``dtype`` as ``nnx.Conv`` does.
     """
 
-    def __init__(self, cin: int, cout: int, *, rngs: nnx.Rngs):
+    def __init__(self, cin: int, cout: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
         init = nnx.initializers.lecun_normal()
         self.kernel = nnx.Param(init(rngs.params(), (3, 3, 3, cin, cout)))
         self.bias = nnx.Param(jnp.zeros((cout,)))
+        self.dtype = dtype
 
     def __call__(self, x):
+        x = x.astype(self.dtype)
         b, z, y, w, c = x.shape
         padded = jnp.pad(x, ((0, 0), (1, 1), (0, 0), (0, 0), (0, 0)))
         slabs = jnp.concatenate([padded[:, dz : dz + z] for dz in range(3)], axis=-1)
         kernel = jnp.transpose(self.kernel[...], (1, 2, 0, 3, 4)).reshape(3, 3, 3 * c, -1)
+        kernel = kernel.astype(self.dtype)
         out = jax.lax.conv_general_dilated(
             slabs.reshape(b * z, y, w, 3 * c),
             kernel,
@@ -105,24 +114,42 @@ class _StackedConv3d(nnx.Module):
             "SAME",
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
-        return out.reshape(b, z, y, w, -1) + self.bias[...]
+        return out.reshape(b, z, y, w, -1) + self.bias[...].astype(self.dtype)
+
+
+def _dtype(cfg: UNetConfig):
+    return jnp.dtype(cfg.dtype)
+
+
+def _conv(cin: int, cout: int, size: int, cfg: UNetConfig, rngs: nnx.Rngs):
+    # Float32 parameters, computation in cfg.dtype.
+    return nnx.Conv(
+        cin, cout, (size,) * cfg.ndim, dtype=_dtype(cfg), param_dtype=jnp.float32, rngs=rngs
+    )
 
 
 def _conv3(cin: int, cout: int, cfg: UNetConfig, rngs: nnx.Rngs):
     if cfg.ndim == 3 and cfg.conv3d == "stacked":
-        return _StackedConv3d(cin, cout, rngs=rngs)
-    return nnx.Conv(cin, cout, (3,) * cfg.ndim, rngs=rngs)
+        return _StackedConv3d(cin, cout, dtype=_dtype(cfg), rngs=rngs)
+    return _conv(cin, cout, 3, cfg, rngs)
+
+
+def _group_norm(cout: int, cfg: UNetConfig, rngs: nnx.Rngs):
+    if cfg.norm != "group":
+        return None
+    return nnx.GroupNorm(
+        cout, num_groups=cfg.groups, dtype=_dtype(cfg), param_dtype=jnp.float32, rngs=rngs
+    )
 
 
 class _Block(nnx.Module):
     def __init__(self, cin: int, cout: int, cfg: UNetConfig, *, rngs: nnx.Rngs):
         self.conv1 = _conv3(cin, cout, cfg, rngs)
         self.conv2 = _conv3(cout, cout, cfg, rngs)
-        group = cfg.norm == "group"
-        self.norm1 = nnx.GroupNorm(cout, num_groups=cfg.groups, rngs=rngs) if group else None
-        self.norm2 = nnx.GroupNorm(cout, num_groups=cfg.groups, rngs=rngs) if group else None
+        self.norm1 = _group_norm(cout, cfg, rngs)
+        self.norm2 = _group_norm(cout, cfg, rngs)
         needs_proj = cfg.residual and cin != cout
-        self.proj = nnx.Conv(cin, cout, (1,) * cfg.ndim, rngs=rngs) if needs_proj else None
+        self.proj = _conv(cin, cout, 1, cfg, rngs) if needs_proj else None
         self.residual = cfg.residual
         self.slope = cfg.negative_slope
 
@@ -178,7 +205,7 @@ class UNet(nnx.Module):
         self.decoders = nnx.List(
             [_Block(2 * chans[i], chans[i], cfg, rngs=rngs) for i in reversed(range(cfg.depth))]
         )
-        self.head = nnx.Conv(chans[0], 1, (1,) * cfg.ndim, rngs=rngs)
+        self.head = _conv(chans[0], 1, 1, cfg, rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         ndim = self.cfg.ndim
@@ -191,6 +218,7 @@ class UNet(nnx.Module):
         pads = [(0, (-s) % m) for s in spatial]
         if any(p for _, p in pads):
             x = jnp.pad(x, [(0, 0), *pads, (0, 0)], mode="symmetric")
+        x = x.astype(_dtype(self.cfg))
         skips = []
         h = x
         for enc in self.encoders:
@@ -234,7 +262,10 @@ def abstract_unet(cfg: UNetConfig):
 
 
 def apply_network(graphdef, params, x: jax.Array) -> jax.Array:
-    """Run the network on a batch ``(B, *spatial)`` and return ``(B, *spatial)``.
+    """Run the network on a batch ``(B, *spatial)`` and return ``(B, *spatial)``, float32.
+
+    With ``dtype="bfloat16"`` the network computes in bfloat16 and its output is cast back
+    to float32 here, so the forward model and the losses always run in float32.
 
     Example:
       >>> graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4, norm="none"))
@@ -242,7 +273,7 @@ def apply_network(graphdef, params, x: jax.Array) -> jax.Array:
       (1, 8, 8)
     """
     model = nnx.merge(graphdef, params)
-    return model(x[..., None])[..., 0]
+    return model(x[..., None])[..., 0].astype(jnp.float32)
 
 
 def _seed_of(key) -> int | np.ndarray:

@@ -118,3 +118,21 @@ def test_group_objects_validate_on_their_own():
     with pytest.raises(ValueError, match="depth"):
         NetworkConfig(depth=1.5)
     assert NetworkConfig(depth=2).multiple == 4
+
+
+def test_default_sizes_follow_the_backend():
+    # CPU: jdeconv 0.1's defaults, unchanged.
+    assert Config.default(2, backend="cpu") == Config.preset("noise2same_d")
+    assert Config.default(3, backend="cpu") == Config.preset(
+        "noise2same", batch_size=2, patch_size=48, patch_size_z=32, steps=300
+    )
+    # Accelerators: the papers' sizes; steps and network as on the CPU.
+    gpu2, gpu3 = Config.default(2, backend="gpu"), Config.default(3, backend="tpu")
+    assert gpu2.patch_size == 128 and gpu2.batch_size == 16 and gpu2.steps == 300
+    assert gpu3.patch_shape(3) == (64, 64, 64) and gpu3.batch_size == 4 and gpu3.steps == 300
+    assert gpu2.network == Config.default(2, backend="cpu").network
+    # The running backend by default (this test process runs on the CPU); overrides last.
+    assert Config.default(2) == Config.default(2, backend="cpu")
+    assert Config.default(3, backend="cuda", batch_size=8).batch_size == 8
+    with pytest.raises(ValueError, match="backend"):
+        Config.default(2, backend="")
