@@ -35,8 +35,8 @@ import optax  # noqa: E402
 
 import jdeconv  # noqa: E402
 from jdeconv import Config, _files  # noqa: E402
-from jdeconv.config import FLAT_FIELDS  # noqa: E402
 from jdeconv.classic import make_richardson_lucy  # noqa: E402
+from jdeconv.config import FLAT_FIELDS  # noqa: E402
 from jdeconv.metrics import (  # noqa: E402
     mutual_information,
     psnr,
