@@ -356,4 +356,5 @@ def richardson_lucy_path(
         path[n] = _finish(estimate, clip)
     return path
 
+
 from .regularized import choose_rl_iterations, choose_weight, tikhonov, tikhonov_path, wiener  # noqa: E402, F401, I001

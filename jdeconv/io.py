@@ -226,13 +226,22 @@ def _read(path: Path, *, axes, channel, time):
             f"it is {data.ndim}D (shape {source_shape}); jdeconv needs a 2D (YX) or 3D (ZYX) image."
         )
     file_axes = _apply_axes_override(data, file_axes, axes)
-    data, out_axes, sizes, selection = _select(
-        data, file_axes, sizes, channel=channel, time=time, user_axes=axes is not None
+    data, metadata = _selected(
+        path, data, file_axes, sizes, channel=channel, time=time, user_axes=axes is not None
     )
     if data.dtype.kind not in "uif" or data.dtype.itemsize > 8:
         raise ValueError(
             f"unsupported pixel type {data.dtype}; jdeconv reads integer and real images."
         )
+    return data, metadata
+
+
+def _selected(path, data, file_axes: str, sizes, *, channel, time, user_axes: bool):
+    """Pick the channel/time point and describe the result: ``(data, ImageMetadata)``."""
+    source_shape = tuple(data.shape)
+    data, out_axes, sizes, selection = _select(
+        data, file_axes, sizes, channel=channel, time=time, user_axes=user_axes
+    )
     metadata = ImageMetadata(
         axes=out_axes,
         pixel_size=tuple(sizes.get(a) for a in out_axes),

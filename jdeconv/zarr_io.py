@@ -30,7 +30,7 @@ from .io import (
     ImageMetadata,
     _apply_axes_override,
     _default_axes,
-    _select,
+    _selected,
     _tiff_pixel_sizes,
     cast_to_dtype,
 )
@@ -112,20 +112,11 @@ def read_ome_zarr(path, *, channel: int | None = None, time: int | None = None):
         if dim in dims and unit in _UM_PER_NGFF_UNIT:
             sizes[dim] = float(image.scale[dim.lower()]) * _UM_PER_NGFF_UNIT[unit]
     try:
-        data, axes, sizes, selection = _select(
-            image.data, dims, sizes, channel=channel, time=time, user_axes=False
+        data, metadata = _selected(
+            path, image.data, dims, sizes, channel=channel, time=time, user_axes=False
         )
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
-    metadata = ImageMetadata(
-        axes=axes,
-        pixel_size=tuple(sizes.get(a) for a in axes),
-        dtype=str(data.dtype),
-        source_axes=dims,
-        source_shape=tuple(image.data.shape),
-        selection=selection,
-        path=str(path),
-    )
     return data, metadata
 
 
@@ -308,23 +299,13 @@ def read_tiff_lazy(
         raise ValueError(
             f"{path}: cannot read it as a TIFF file ({type(err).__name__}: {err})."
         ) from err
-    source_shape = tuple(data.shape)
     try:
         if len(file_axes) != data.ndim:
             file_axes = _default_axes(data.ndim)
         file_axes = _apply_axes_override(data, file_axes, axes)
-        data, out_axes, sizes, selection = _select(
-            data, file_axes, sizes, channel=channel, time=time, user_axes=axes is not None
+        data, metadata = _selected(
+            path, data, file_axes, sizes, channel=channel, time=time, user_axes=axes is not None
         )
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
-    metadata = ImageMetadata(
-        axes=out_axes,
-        pixel_size=tuple(sizes.get(a) for a in out_axes),
-        dtype=str(data.dtype),
-        source_axes=file_axes,
-        source_shape=source_shape,
-        selection=selection,
-        path=str(path),
-    )
     return data, metadata
