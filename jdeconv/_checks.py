@@ -34,6 +34,24 @@ def check_finite(arr: np.ndarray, name: str) -> None:
         )
 
 
+def _check_layout(arr, name: str, ndim) -> None:
+    """dtype, rank and size: what can be checked without reading the pixels."""
+    check_real_dtype(arr, name)
+    ranks = (2, 3) if ndim is None else (ndim,) if isinstance(ndim, int) else tuple(ndim)
+    if arr.ndim not in ranks:
+        allowed = " or ".join(_RANK_NAMES.get(r, f"{r}D") for r in ranks)
+        raise ValueError(
+            f"{name} must be {allowed}, got {arr.ndim}D with shape {arr.shape}; "
+            "select one channel/time point or squeeze singleton axes."
+        )
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}).")
+
+
+def _constant_error(name: str, value: float) -> ValueError:
+    return ValueError(f"{name} is constant (all {value:g}); there is nothing to deconvolve.")
+
+
 def check_image(
     image,
     *,
@@ -64,22 +82,11 @@ def check_image(
         NaN or Inf, and (when not allowed) a constant image or negative values.
     """
     arr = np.asarray(image)
-    check_real_dtype(arr, name)
-    ranks = (2, 3) if ndim is None else (ndim,) if isinstance(ndim, int) else tuple(ndim)
-    if arr.ndim not in ranks:
-        allowed = " or ".join(_RANK_NAMES.get(r, f"{r}D") for r in ranks)
-        raise ValueError(
-            f"{name} must be {allowed}, got {arr.ndim}D with shape {arr.shape}; "
-            "select one channel/time point or squeeze singleton axes."
-        )
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}).")
+    _check_layout(arr, name, ndim)
     arr = arr.astype(np.float64)
     check_finite(arr, name)
     if not allow_constant and np.ptp(arr) == 0:
-        raise ValueError(
-            f"{name} is constant (all {arr.flat[0]:g}); there is nothing to deconvolve."
-        )
+        raise _constant_error(name, arr.flat[0])
     arr = arr.astype(dtype, copy=False)
     if not allow_negative and arr.min() < 0:
         raise ValueError(
@@ -127,16 +134,7 @@ def image_statistics(
       ValueError: as :func:`check_image` with ``allow_constant=False``.
     """
     arr = image if is_dask_array(image) else np.asarray(image)
-    check_real_dtype(arr, name)
-    ranks = (2, 3) if ndim is None else (ndim,) if isinstance(ndim, int) else tuple(ndim)
-    if arr.ndim not in ranks:
-        allowed = " or ".join(_RANK_NAMES.get(r, f"{r}D") for r in ranks)
-        raise ValueError(
-            f"{name} must be {allowed}, got {arr.ndim}D with shape {arr.shape}; "
-            "select one channel/time point or squeeze singleton axes."
-        )
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}).")
+    _check_layout(arr, name, ndim)
     if is_dask_array(arr):
         stats = _dask_statistics(arr, percentiles)
     else:
@@ -149,9 +147,7 @@ def image_statistics(
             "them away."
         )
     if stats["min"] == stats["max"]:
-        raise ValueError(
-            f"{name} is constant (all {stats['min']:g}); there is nothing to deconvolve."
-        )
+        raise _constant_error(name, stats["min"])
     return stats
 
 

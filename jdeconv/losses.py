@@ -461,8 +461,9 @@ def make_loss(weights, *, hyper=None, defaults=None) -> Loss:
     for spec in specs:
         term = _REGISTRY[spec.name]
         given = dict(spec.params)
-        extra = {k: v for k, v in (defaults or {}).items() if k not in given and term.accepts(k)}
-        if _keyword_names(term.fn) is None:
-            extra = {}  # a **kwargs term gets only what was asked for it
+        # Defaults go to the terms that name them; a **kwargs term (names None) gets only
+        # what was asked for it.
+        names = _keyword_names(term.fn) or frozenset()
+        extra = {k: v for k, v in (defaults or {}).items() if k in names and k not in given}
         terms.append((spec.name, spec.weight, term.bind(**given, **extra)))
     return Loss(tuple(terms))
