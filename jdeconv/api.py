@@ -180,7 +180,7 @@ def deconvolve(
         model, arr, tile_size=tile_size, offset=offset, scale=scale, max_memory=max_memory
     )
     seconds = time.perf_counter() - t0
-    clip = (stats["min"], stats["max"]) if cfg.inference.clip_output else None
+    clip = cfg.inference.clip_range(stats["min"], stats["max"])
     out = stages.destandardise(y, offset, scale, clip_range=clip, out=y)
     if return_timings:
         return out, {"seconds": seconds, "voxels_per_second": y.size / max(seconds, 1e-12)}

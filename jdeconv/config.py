@@ -56,6 +56,8 @@ Replacement = Literal["noise", "zero", "local_mean"]
 Method = Literal["fft", "direct", "auto"]
 Padding = Literal["reflect", "zero", "periodic"]
 Norm = Literal["none", "group"]
+AnchorKind = Literal["none", "tikhonov"]
+ClipOutput = Literal[False, True, "below"]
 ComputeDtype = Literal["float32", "bfloat16"]
 
 
@@ -133,6 +135,15 @@ class NetworkConfig:
         and losses in float32 (the network's output is cast to float32 before the PSF).
         Off by default: its effect on quality has not been benchmarked; it pays on GPUs
         and TPUs, not on CPUs.
+      anchor: "tikhonov": the network's output is the Tikhonov (Wiener-Hunt, Laplacian)
+        deconvolution of its input plus the U-Net's correction, which starts at zero;
+        training starts from the classical solution instead of from a random image, and
+        the held-out loss of step 0 scores that solution (``jdeconv.regularized``).
+        "none": the U-Net alone (the papers' network).
+      anchor_weight: the Tikhonov weight λ; None: chosen by generalised cross-validation
+        on the image when the fit starts (the fitted model's config records the value).
+      anchor_shape: the filter's kernel shape; filled in when the fit starts (from the
+        PSF and λ: :func:`jdeconv.regularized.tikhonov_kernel`).
 
     Example:
       >>> NetworkConfig(base_channels=8, depth=2).multiple
@@ -144,6 +155,9 @@ class NetworkConfig:
     norm: Norm = "none"
     residual: bool = True
     dtype: ComputeDtype = "float32"
+    anchor: AnchorKind = "none"
+    anchor_weight: float | None = None
+    anchor_shape: tuple[int, ...] = ()
 
     def __post_init__(self):
         _integer(self, "base_channels", minimum=1)
@@ -151,7 +165,15 @@ class NetworkConfig:
         _choice(self, "norm", Norm)
         _boolean(self, "residual")
         _choice(self, "dtype", ComputeDtype)
-        self.unet(2)  # the network's own checks (depth range, groups)
+        _choice(self, "anchor", AnchorKind)
+        _real(self, "anchor_weight", low=0.0, low_open=True, allow_none=True)
+        shape = self.anchor_shape
+        if isinstance(shape, str) or not all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in shape
+        ):
+            raise ValueError(f"anchor_shape must be a tuple of odd integers, got {shape!r}.")
+        object.__setattr__(self, "anchor_shape", tuple(int(n) for n in shape))
+        self.unet(len(self.anchor_shape) or 2)  # the network's own checks
 
     @property
     def multiple(self) -> int:
@@ -167,6 +189,7 @@ class NetworkConfig:
             residual=self.residual,
             groups=min(8, self.base_channels),
             dtype=self.dtype,
+            anchor_shape=self.anchor_shape if len(self.anchor_shape) == ndim else (),
         )
 
 
@@ -346,7 +369,9 @@ class InferenceConfig:
       tile_halo: context around each tile's core; with ``norm="none"`` tiled and whole
         results agree to float rounding when it covers the receptive field (64 does for
         depth 3).
-      clip_output: clip the deconvolved image to the input's range.
+      clip_output: clip the deconvolved image to the input's range (True), only below
+        at the input's minimum ("below": no negative light, while deconvolved peaks may
+        exceed the blurred input's maximum), or not at all (False).
 
     Example:
       >>> InferenceConfig(tile_size=256).tile_halo
@@ -356,13 +381,30 @@ class InferenceConfig:
     tta: bool = True
     tile_size: int | None = None
     tile_halo: int = 64
-    clip_output: bool = False
+    clip_output: ClipOutput = False
 
     def __post_init__(self):
         _boolean(self, "tta")
         _integer(self, "tile_size", minimum=1, allow_none=True)
         _integer(self, "tile_halo", minimum=0)
-        _boolean(self, "clip_output")
+        if not any(
+            self.clip_output is c or (c == "below" == self.clip_output)
+            for c in get_args(ClipOutput)
+        ):
+            raise ValueError(
+                f"clip_output must be True, False or 'below', got {self.clip_output!r}."
+            )
+
+    def clip_range(self, low: float, high: float) -> tuple[float, float | None] | None:
+        """The output's clip range given the input's ``(low, high)``, or None.
+
+        Example:
+          >>> InferenceConfig(clip_output="below").clip_range(0.0, 1.0)
+          (0.0, None)
+        """
+        if self.clip_output == "below":
+            return (low, None)
+        return (low, high) if self.clip_output else None
 
 
 _GROUPS: dict[str, type] = {
@@ -377,7 +419,10 @@ _GROUPS: dict[str, type] = {
 
 #: Flat (historical) names of grouped fields: ``name -> (group, field)``.
 FLAT_FIELDS: dict[str, tuple[str, str]] = {
-    **{f: ("network", f) for f in ("base_channels", "depth", "norm", "residual")},
+    **{
+        f: ("network", f)
+        for f in ("base_channels", "depth", "norm", "residual", "anchor", "anchor_weight")
+    },
     "compute_dtype": ("network", "dtype"),
     **{
         f: ("data", f)
@@ -432,6 +477,17 @@ _DEFAULT_DATA = {
     ("cpu", 3): {"batch_size": 2, "patch_size": 48, "patch_size_z": 32, "steps": 300},
     ("accelerator", 2): {"batch_size": 16, "patch_size": 128},
     ("accelerator", 3): {"batch_size": 4, "patch_size": 64, "patch_size_z": 64, "steps": 300},
+}
+
+
+# What the default config adds to its preset, by dimensionality: in 2D the network is
+# anchored on the Tikhonov solution (weight by GCV), the parameters of the best held-out
+# loss are kept (step 0, the Tikhonov solution itself, included), and the output is
+# clipped below at the input's minimum (benchmarks/results/quality-quick-2d-anchor*.md).
+# 3D keeps the papers' network until the 3D matrix measures it.
+_DEFAULT_METHOD: dict[int, dict[str, object]] = {
+    2: {"anchor": "tikhonov", "restore_best": True, "clip_output": "below"},
+    3: {},
 }
 
 
@@ -635,6 +691,7 @@ class Config:
             raise ValueError(f"backend must be a name such as 'cpu' or 'gpu', got {backend!r}.")
         kind = "cpu" if backend.lower() == "cpu" else "accelerator"
         settings = dict(_DEFAULT_DATA[kind, ndim])
+        settings.update(_DEFAULT_METHOD[ndim])
         settings.update(overrides)
         return cls.preset(default_preset(ndim), **settings)
 
@@ -691,6 +748,7 @@ def _group_from_dict(cls, group: str, values: Mapping):
     if unknown:
         raise ValueError(f"unknown {group} fields {unknown}; valid: {sorted(fields)}.")
     values = dict(values)
-    if "percentiles" in values:
-        values["percentiles"] = tuple(values["percentiles"])
+    for name in ("percentiles", "anchor_shape"):
+        if name in values:
+            values[name] = tuple(values[name])
     return cls(**values)

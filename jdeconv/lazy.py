@@ -100,7 +100,7 @@ def deconvolve_dask(image, model: FittedModel, *, tile_size=None, max_memory=Non
             f"model is {model.ndim}D but the image is {image.ndim}D (shape {image.shape})."
         )
     offset, scale = stages.normalization_from_statistics(stats, cfg)
-    clip = (stats["min"], stats["max"]) if cfg.inference.clip_output else None
+    clip = cfg.inference.clip_range(stats["min"], stats["max"])
 
     multiple = cfg.network.multiple
     halo = -(-cfg.inference.tile_halo // multiple) * multiple

@@ -74,6 +74,7 @@ __all__ = [
     "wiener",
     "tikhonov",
     "tikhonov_path",
+    "tikhonov_kernel",
     "choose_weight",
     "choose_rl_iterations",
     "estimate_noise_std",
@@ -361,6 +362,89 @@ def tikhonov(
     if weight is None:
         weight = _choose(problem, arr, kernel, rule=rule, noise_std=noise_std)
     return _solve(problem, weight).astype(np.float32)
+
+
+def tikhonov_kernel(
+    psf,
+    weight: float,
+    *,
+    shape=None,
+    regularizer: str = "laplacian",
+    tolerance: float = 1e-6,
+) -> np.ndarray:
+    """The Tikhonov filter ``conj(H) / (|H|² + weight·|L|²)`` as a convolution kernel.
+
+    Its impulse response, computed on a periodic grid, cropped around the centre and
+    rescaled to the filter's gain at zero frequency: convolving an image with it
+    (mirror-extended) equals :func:`tikhonov` up to the part of the response outside the
+    crop. ``jdeconv.fit`` uses it as the network's fixed
+    linear part (``NetworkConfig.anchor``).
+
+    Args:
+      psf: the PSF (normalised to sum 1 here), odd-sized and centred.
+      weight: ``λ > 0`` (smaller λ, wider kernel).
+      shape: the kernel's shape, odd sizes; None: the smallest crop (grown from the PSF's
+        shape in steps of 2 per axis, up to 8 times it in 2D, 4 times in 3D) that keeps all but
+        ``tolerance`` of the response's energy and of its sum.
+      regularizer: "laplacian" or "identity".
+      tolerance: the fraction of the energy, and of the gain at zero frequency, that
+        ``shape=None`` may leave out.
+
+    Returns:
+      The kernel, float32, centred (``shape // 2`` is the response at zero offset).
+
+    Example:
+      >>> from jdeconv.psf import gaussian_psf
+      >>> k = tikhonov_kernel(gaussian_psf((5, 5), 1.0), 0.1, shape=(9, 9))
+      >>> k.shape, round(float(k.sum()), 3)
+      ((9, 9), 1.0)
+    """
+    kernel = np.asarray(psf, dtype=np.float64)
+    if kernel.ndim not in (2, 3) or not np.all(np.isfinite(kernel)) or kernel.sum() <= 0:
+        raise ValueError(
+            f"psf must be a finite 2D or 3D array with a positive sum ({kernel.shape})."
+        )
+    kernel = kernel / kernel.sum()
+    weight = _check_weight(weight)
+    if weight == 0:
+        raise ValueError("weight must be > 0: the inverse filter (weight 0) has no finite kernel.")
+    _check_choice("regularizer", regularizer, REGULARIZERS)
+    if shape is not None:
+        shape = tuple(int(n) for n in shape)
+        if len(shape) != kernel.ndim or any(n < 1 or n % 2 == 0 for n in shape):
+            raise ValueError(f"shape must be {kernel.ndim} odd sizes, got {shape}.")
+    reach = 8 if kernel.ndim == 2 else 4  # the largest crop, in PSF sizes
+    largest = shape or tuple(reach * k + 1 for k in kernel.shape)
+    grid = tuple(scipy.fft.next_fast_len(2 * n, real=True) for n in largest)
+    delta = np.zeros(grid)
+    delta[tuple(g // 2 for g in grid)] = 1.0
+    response = _solve(_problem(delta, kernel, regularizer=regularizer, padding="periodic"), weight)
+
+    def crop(size):
+        return response[
+            tuple(
+                slice(g // 2 - n // 2, g // 2 + n // 2 + 1) for g, n in zip(grid, size, strict=True)
+            )
+        ]
+
+    if shape is None:
+        total = float(np.sum(response**2))
+        shape = tuple(k | 1 for k in kernel.shape)
+        gain = float(response.sum())
+
+        def missing(size):  # the energy, and the gain at zero frequency, left out
+            part = crop(size)
+            return max(1.0 - float(np.sum(part**2)) / total, abs(float(part.sum()) / gain - 1.0))
+
+        while (
+            any(n < m for n, m in zip(shape, largest, strict=True)) and missing(shape) > tolerance
+        ):
+            shape = tuple(min(n + 2, m) for n, m in zip(shape, largest, strict=True))
+    kernel = crop(shape)
+    # Keep the filter's gain at zero frequency (1 with the Laplacian): the truncated tail
+    # would otherwise dim the mean a little.
+    kernel = kernel * (response.sum() / kernel.sum())
+    return kernel.astype(np.float32)
 
 
 def wiener(

@@ -29,9 +29,10 @@ from .losses import Loss, make_loss
 from .model import FittedModel
 from .predict import make_predictor, predict, tile_bytes_per_pixel
 from .psf import validate_psf
+from .regularized import choose_weight, tikhonov_kernel
 from .selection import VALIDATION_REGION, ModelSelector, hold_out, make_validation_fn
 from .train import batch_mesh, init_state, make_optimizer, make_train_step
-from .unet import init_unet
+from .unet import init_unet, set_anchor
 
 __all__ = [
     "Prepared",
@@ -187,6 +188,7 @@ class Prepared:
       input_range: the input's (min, max), in its own units.
       loss: the loss, its bound terms bound to the input's range.
       train_key: the key of patch sampling and masks.
+      anchor: the network's fixed Tikhonov filter (``cfg.network.anchor``), or None.
 
     Example:
       >>> import jdeconv
@@ -206,6 +208,7 @@ class Prepared:
     input_range: tuple[float, float]
     loss: Loss
     train_key: jax.Array
+    anchor: np.ndarray | None = None
 
     @property
     def ndim(self) -> int:
@@ -217,7 +220,7 @@ class Prepared:
         return make_forward(self.psf, shape, method=f.method, padding=f.padding)
 
     def destandardise(self, y_std) -> np.ndarray:
-        clip = self.input_range if self.cfg.inference.clip_output else None
+        clip = self.cfg.inference.clip_range(*self.input_range)
         return destandardise(y_std, self.offset, self.scale, clip_range=clip)
 
 
@@ -301,6 +304,10 @@ def prepare(image, psf, cfg: Config | None = None, *, normalize_psf: bool = Fals
     lower, upper = ((v - offset) / scale for v in input_range)
     loss = make_loss(cfg.loss, defaults={"lower": lower, "upper": upper})
 
+    anchor = None
+    if cfg.network.anchor == "tikhonov":
+        cfg, anchor = _anchor(cfg, x, psf)
+
     key = jax.random.key(cfg.seed)
     train_key, val_key = jax.random.split(key)
     x_dev = jnp.asarray(x)
@@ -308,7 +315,25 @@ def prepare(image, psf, cfg: Config | None = None, *, normalize_psf: bool = Fals
         x_train, held_out = hold_out(val_key, x_dev, fraction=cfg.validation.fraction)
     else:
         x_train, held_out = x_dev, None
-    return Prepared(cfg, psf, x, x_train, held_out, offset, scale, input_range, loss, train_key)
+    return Prepared(
+        cfg, psf, x, x_train, held_out, offset, scale, input_range, loss, train_key, anchor
+    )
+
+
+def _anchor(cfg: Config, x: np.ndarray, psf: np.ndarray) -> tuple[Config, np.ndarray]:
+    """The Tikhonov filter of the anchored network; the config records its weight and shape.
+
+    The weight is chosen on the standardised image (λ does not depend on the intensity
+    scale) by generalised cross-validation, unless the config gives one.
+    """
+    weight = cfg.network.anchor_weight
+    if weight is None:
+        weight = choose_weight(x, psf)
+    kernel = tikhonov_kernel(psf, weight)
+    network = dataclasses.replace(
+        cfg.network, anchor_weight=float(weight), anchor_shape=kernel.shape
+    )
+    return cfg.replace(network=network), kernel
 
 
 def _centre_window(shape, limit):
@@ -388,6 +413,8 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
     cfg, ndim = prepared.cfg, prepared.ndim
     mesh = batch_mesh(cfg.data.batch_size)  # None on one device
     graphdef, params = init_unet(cfg.seed, cfg.unet(ndim))
+    if prepared.anchor is not None:
+        params = set_anchor(params, prepared.anchor)
     tx = make_optimizer(cfg)
     g_patch = prepared.forward(cfg.patch_shape(ndim))
     step_fn = make_train_step(
@@ -423,6 +450,13 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
     history: dict[str, list] = {"step": [], "loss": [], "val_step": [], "val_loss": []}
     selector = ModelSelector.from_config(cfg)
     every = cfg.validation.every
+    if validate is not None and prepared.anchor is not None:
+        # Step 0 is the classical solution alone (the U-Net's head starts at zero): a
+        # candidate like any other, kept unless training does significantly better.
+        residuals = validate(state.params)
+        history["val_step"].append(0)
+        history["val_loss"].append(float(residuals.mean()))
+        selector.update(0, residuals, state.params)
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, disable=not verbose, desc="jdeconv fit", unit="step", leave=verbose)
     steps_run = 0

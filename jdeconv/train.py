@@ -105,6 +105,12 @@ def batch_mesh(batch_size: int, *, devices=None) -> Mesh | None:
     )
 
 
+def _not_anchor(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "anchor" not in jax.tree_util.keystr(path), params
+    )
+
+
 def make_optimizer(cfg: Config) -> optax.GradientTransformation:
     """The optax optimiser and learning-rate schedule of ``cfg`` (its ``optim`` group).
 
@@ -126,7 +132,9 @@ def make_optimizer(cfg: Config) -> optax.GradientTransformation:
     else:  # "step": halve every decay_every steps (Papkov et al.)
         schedule = optax.exponential_decay(lr, o.decay_every, 0.5, staircase=True)
     if o.optimizer == "adamw":
-        opt = optax.adamw(schedule, weight_decay=o.weight_decay)
+        # No decay of the fixed anchor filter (its gradient is stopped, so Adam alone
+        # leaves it unchanged).
+        opt = optax.adamw(schedule, weight_decay=o.weight_decay, mask=_not_anchor)
     else:
         opt = optax.adam(schedule)
     if o.grad_clip is not None:

@@ -23,7 +23,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-__all__ = ["UNetConfig", "UNet", "abstract_unet", "init_unet", "apply_network", "count_params"]
+__all__ = [
+    "UNetConfig",
+    "UNet",
+    "Anchor",
+    "anchor_filter",
+    "set_anchor",
+    "abstract_unet",
+    "init_unet",
+    "apply_network",
+    "count_params",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +54,10 @@ class UNetConfig:
         (``lax.conv_general_dilated`` in 3D). Same parameters, same result.
       dtype: "float32" or "bfloat16": the dtype of convolutions and activations
         (parameters stay float32; :func:`apply_network` returns float32).
+      anchor_shape: the shape of a fixed linear filter added to the output (empty: none):
+        the network computes ``anchor * x + U(x)``, with the filter a :class:`Anchor`
+        parameter that training never changes (:func:`set_anchor` fills it; ``jdeconv.fit``
+        puts the Tikhonov deconvolution filter there, see ``NetworkConfig.anchor``).
 
     Example:
       >>> UNetConfig(ndim=3, depth=2).multiple
@@ -59,10 +73,15 @@ class UNetConfig:
     negative_slope: float = 0.1
     conv3d: str = "stacked"
     dtype: str = "float32"
+    anchor_shape: tuple[int, ...] = ()
 
     def __post_init__(self):
         if self.ndim not in (2, 3):
             raise ValueError(f"UNet ndim must be 2 or 3, got {self.ndim}.")
+        shape = tuple(self.anchor_shape)
+        if shape and (len(shape) != self.ndim or any(k < 1 or k % 2 == 0 for k in shape)):
+            raise ValueError(f"anchor_shape must be {self.ndim} odd sizes (or empty), got {shape}.")
+        object.__setattr__(self, "anchor_shape", tuple(int(k) for k in shape))
         if not 1 <= self.depth <= 6:
             raise ValueError(f"UNet depth must be between 1 and 6, got {self.depth}.")
         if self.base_channels < 1:
@@ -180,6 +199,65 @@ def _upsample(x, ndim: int):
     return x
 
 
+class Anchor(nnx.Param):
+    """A fixed (never trained) filter of the network: a ``Param`` so that it is saved,
+    loaded and sharded with the others; its gradient is stopped and the optimiser
+    leaves it alone (:func:`jdeconv.train.make_optimizer`).
+
+    Example:
+      >>> cfg = UNetConfig(ndim=2, depth=1, base_channels=4, norm="none", anchor_shape=(3, 3))
+      >>> _, p = init_unet(0, cfg)
+      >>> isinstance(p["anchor"], Anchor), p["anchor"].get_value().shape
+      (True, (3, 3))
+    """
+
+
+def anchor_filter(kernel: jax.Array, x: jax.Array) -> jax.Array:
+    """Convolve a batch ``(B, *spatial)`` with an odd-sized ``kernel``, mirror-extended.
+
+    Computed with FFTs on the image extended by half the kernel on every side (symmetric
+    extension, as the network's own padding), so it costs O(N log N) whatever the kernel
+    size; the result has ``x``'s shape.
+
+    Example:
+      >>> delta = jnp.zeros((3, 3)).at[1, 1].set(1.0)
+      >>> x = jnp.arange(20.0).reshape(1, 4, 5)
+      >>> bool(jnp.allclose(anchor_filter(delta, x), x, atol=1e-5))
+      True
+    """
+    spatial = x.shape[1:]
+    half = [k // 2 for k in kernel.shape]
+    xp = jnp.pad(x, [(0, 0), *((h, h) for h in half)], mode="symmetric")
+    axes = tuple(range(1, xp.ndim))
+    grid = xp.shape[1:]
+    spectrum = jnp.fft.rfftn(xp, axes=axes) * jnp.fft.rfftn(kernel, s=grid)
+    full = jnp.fft.irfftn(spectrum, s=grid, axes=axes)
+    # Index i + k - 1 of the circular convolution is the valid linear one (no wrap).
+    window = tuple(slice(k - 1, k - 1 + n) for k, n in zip(kernel.shape, spatial, strict=True))
+    return full[(slice(None), *window)]
+
+
+def set_anchor(params, kernel):
+    """``params`` with the network's :class:`Anchor` filter set to ``kernel``.
+
+    Example:
+      >>> cfg = UNetConfig(ndim=2, depth=1, base_channels=4, norm="none", anchor_shape=(3, 3))
+      >>> _, p = init_unet(0, cfg)
+      >>> p = set_anchor(p, np.ones((3, 3)) / 9)
+      >>> float(p["anchor"].get_value().sum())
+      1.0
+    """
+    if "anchor" not in params:
+        raise ValueError("this network has no anchor filter (UNetConfig.anchor_shape is empty).")
+    want = params["anchor"].get_value().shape
+    kernel = jnp.asarray(kernel, jnp.float32)
+    if kernel.shape != want:
+        raise ValueError(f"anchor kernel shape {kernel.shape} != the network's {want}.")
+    params = jax.tree.map(lambda v: v, params)  # a new State; the caller's is untouched
+    params["anchor"].set_value(kernel)
+    return params
+
+
 class UNet(nnx.Module):
     """U-Net ``(B, *spatial, 1) -> (B, *spatial, 1)``; see the module docstring.
 
@@ -206,6 +284,8 @@ class UNet(nnx.Module):
             [_Block(2 * chans[i], chans[i], cfg, rngs=rngs) for i in reversed(range(cfg.depth))]
         )
         self.head = _conv(chans[0], 1, 1, cfg, rngs)
+        if cfg.anchor_shape:
+            self.anchor = Anchor(jnp.zeros(cfg.anchor_shape, jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         ndim = self.cfg.ndim
@@ -214,6 +294,7 @@ class UNet(nnx.Module):
                 f"UNet(ndim={ndim}) expects (batch, *spatial, 1), got shape {x.shape}."
             )
         spatial = x.shape[1:-1]
+        x_in = x
         m = self.cfg.multiple
         pads = [(0, (-s) % m) for s in spatial]
         if any(p for _, p in pads):
@@ -230,7 +311,12 @@ class UNet(nnx.Module):
             h = up(_upsample(h, ndim))
             h = dec(jnp.concatenate([h, skip], axis=-1))
         out = self.head(h)
-        return out[(slice(None), *(slice(0, s) for s in spatial), slice(None))]
+        out = out[(slice(None), *(slice(0, s) for s in spatial), slice(None))]
+        if self.cfg.anchor_shape:
+            kernel = jax.lax.stop_gradient(self.anchor.get_value())
+            linear = anchor_filter(kernel, x_in[..., 0].astype(jnp.float32))
+            out = out.astype(jnp.float32) + linear[..., None]
+        return out
 
 
 def count_params(model: nnx.Module) -> int:
@@ -318,7 +404,11 @@ def init_unet(key, cfg: UNetConfig | None = None, *, seed: int | None = None):
     leaves = []
     for path, leaf in paths:
         name = jax.tree_util.keystr(path)
-        if "['kernel']" in name:
+        if cfg.anchor_shape and "['head']" in name:
+            # With an anchor the network starts as the anchor filter alone: a zero head
+            # (its gradient is not zero, so training moves it at once).
+            value = np.zeros(leaf.shape)
+        elif "['kernel']" in name:
             fan_in = int(np.prod(leaf.shape[:-1]))
             z = rng.standard_normal(leaf.shape)
             while np.any(bad := np.abs(z) > 2):
@@ -327,6 +417,7 @@ def init_unet(key, cfg: UNetConfig | None = None, *, seed: int | None = None):
             value = z * np.sqrt(1.0 / fan_in) / 0.87962566103423978
         elif "['scale']" in name:
             value = np.ones(leaf.shape)
+
         else:
             value = np.zeros(leaf.shape)
         leaves.append(jnp.asarray(value, dtype=leaf.dtype))
