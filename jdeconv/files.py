@@ -358,7 +358,7 @@ def config_for_voxels(cfg, pixel_size, *, psf_shape=None):
     differ. When the Z step is more than 1.5 times the lateral pixel, a patch of the
     default depth reaches much further along Z than across, so the depth is cut to
     cover about the same physical length as the side (``patch_size · dxy / dz``, rounded
-    up to the network's size multiple), never below what the PSF needs (its depth plus
+    to the network's size multiple), never below what the PSF needs (its depth plus
     4 planes of interior) and never above the configured depth: a cheaper step with the
     same physical field of view. The patch is never made deeper. 2D configs, unknown
     sizes and near-isotropic voxels return ``cfg`` unchanged.
@@ -396,7 +396,7 @@ def config_for_voxels(cfg, pixel_size, *, psf_shape=None):
     if dz <= _ANISOTROPY * dxy:
         return cfg
     m = cfg.network.multiple
-    want = math.ceil(cfg.patch_size * dxy / dz / m) * m
+    want = max(round(cfg.patch_size * dxy / dz / m), 1) * m
     need = (psf_shape[0] + 4) if psf_shape is not None and cfg.forward.crop_border else m
     lower = math.ceil(max(need, m) / m) * m
     depth = min(max(want, lower), cfg.patch_size_z)
@@ -476,8 +476,8 @@ def _read_psf(item, psf_pixel_size):
 def deconvolve_stack(
     stack: Hyperstack,
     psf,
-    cfg=None,
     *,
+    cfg=None,
     channel: int | None = None,
     time: int | None = None,
     fit_time: int | None = None,
@@ -523,7 +523,8 @@ def deconvolve_stack(
       >>> rng = np.random.default_rng(0)
       >>> stack = Hyperstack(rng.random((2, 2, 32, 32)).astype(np.float32), "TCYX")
       >>> cfg = jdeconv.Config(steps=1, batch_size=2, patch_size=16, depth=2, tta=False)
-      >>> r = deconvolve_stack(stack, jdeconv.psf.gaussian_psf((5, 5), 1.0), cfg, verbose=False)
+      >>> r = deconvolve_stack(stack, jdeconv.psf.gaussian_psf((5, 5), 1.0), cfg=cfg,
+      ...                      verbose=False)
       >>> r.deconvolved.shape, r.axes, r.fit_time
       ((2, 2, 32, 32), 'TCYX', 1)
     """
@@ -624,9 +625,9 @@ def _silent(message: str) -> None:
 def deconvolve_file(
     path,
     psf,
-    cfg=None,
     *,
     output,
+    cfg=None,
     axes: str | None = None,
     channel: int | None = None,
     time: int | None = None,
@@ -670,7 +671,7 @@ def deconvolve_file(
       >>> _ = write_hyperstack(f"{d}/in.tif", rng.random((2, 32, 32)), axes="CYX",
       ...                      pixel_size={"X": 0.1, "Y": 0.1})
       >>> cfg = jdeconv.Config(steps=1, batch_size=2, patch_size=16, depth=2, tta=False)
-      >>> r = deconvolve_file(f"{d}/in.tif", jdeconv.psf.gaussian_psf((5, 5), 1.0), cfg,
+      >>> r = deconvolve_file(f"{d}/in.tif", jdeconv.psf.gaussian_psf((5, 5), 1.0), cfg=cfg,
       ...                     output=f"{d}/out.tif", verbose=False)
       >>> read_hyperstack(r.path).axes, r.pixel_size
       ('CYX', {'Y': 0.1, 'X': 0.1})
@@ -686,7 +687,7 @@ def deconvolve_file(
     result = deconvolve_stack(
         stack,
         psf,
-        cfg,
+        cfg=cfg,
         channel=channel,
         time=time,
         fit_time=fit_time,

@@ -124,7 +124,7 @@ def run(job: WholeFileJob, args):
     return files.deconvolve_stack(
         stack,
         job.psfs if len(job.psfs) > 1 else job.psfs[0],
-        job.cfg,
+        cfg=job.cfg,
         channel=args.channel if "C" in stack.axes else None,
         time=args.time if "T" in stack.axes else None,
         fit_time=args.fit_time,
