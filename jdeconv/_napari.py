@@ -291,11 +291,15 @@ class DeconvolutionWidget(Container):
         self._say(" ".join([*notes, f"training {cfg.steps} steps..."]))
         self._set_running(True)
         self.worker = create_worker(
-            _fit_job, image, psf, cfg, self._events, self._cancel, _start_thread=False
+            _fit_job,
+            image,
+            psf,
+            cfg,
+            self._events,
+            self._cancel,
+            _start_thread=False,
+            _connect=self._connections(self._trained),
         )
-        self.worker.returned.connect(self._trained)
-        self.worker.errored.connect(self._failed)
-        self.worker.finished.connect(self._finished)
         self._start_timer()
         self.worker.start()
 
@@ -304,7 +308,16 @@ class DeconvolutionWidget(Container):
         self._cancel.set()
         self._say("cancelling...")
 
+    def _connections(self, returned):
+        # Given here, "errored" is ours: superqt does not re-raise the error in the GUI
+        # thread (napari still shows it as a notification).
+        return {"returned": returned, "errored": self._failed, "finished": self._finished}
+
     def _trained(self, result):
+        self._drain(update_status=False)
+        if result is None:
+            self._say("cancelled; nothing was added.")
+            return
         layer, index, cfg = self._job["layer"], self._job["index"], self._job["cfg"]
         self.model = result.model
         where = "" if not index else " [" + ", ".join(str(i) for i in index) + "]"
@@ -346,14 +359,16 @@ class DeconvolutionWidget(Container):
             self._events,
             self._cancel,
             _start_thread=False,
+            _connect=self._connections(self._applied),
         )
-        self.worker.returned.connect(self._applied)
-        self.worker.errored.connect(self._failed)
-        self.worker.finished.connect(self._finished)
         self._start_timer()
         self.worker.start()
 
     def _applied(self, out):
+        self._drain(update_status=False)
+        if out is None:
+            self._say("cancelled; nothing was added.")
+            return
         layer = self._job["layer"]
         name = f"{layer.name} deconvolved (all)"
         self.viewer.add_image(
@@ -367,13 +382,11 @@ class DeconvolutionWidget(Container):
         self._say(f"done: added {name!r}.")
 
     def _failed(self, err):
-        if isinstance(err, Cancelled):
-            self._say("cancelled; nothing was added.")
-        else:
-            self._say(f"failed: {err}", error=True)
+        self._drain(update_status=False)
+        self._say(f"failed: {err}")
 
     def _finished(self):
-        self._drain()
+        self._drain(update_status=False)
         self._plot.draw(force=True)
         if self._timer is not None:
             self._timer.stop()
@@ -394,7 +407,7 @@ class DeconvolutionWidget(Container):
             self._timer.timeout.connect(self._drain)
         self._timer.start()
 
-    def _drain(self):
+    def _drain(self, *, update_status: bool = True):
         """Show what the worker reported since the last look (GUI thread)."""
         changed = False
         while True:
@@ -408,7 +421,7 @@ class DeconvolutionWidget(Container):
                 changed = True
             elif kind == "apply":
                 self.progress.value = int(100 * a / max(b, 1))
-        if changed:
+        if changed and update_status:
             self._plot.draw()
             step, loss = self._plot.steps[-1], self._plot.losses[-1]
             self.status.value = f"step {step}: held-out loss {loss:.4g}"
@@ -426,7 +439,12 @@ def _odd_below(n: int) -> int:
 
 
 def _fit_job(image, psf, cfg, events: queue.Queue, cancel: threading.Event):
-    """Train (worker thread); report each validation, raise :class:`Cancelled` on request."""
+    """Train (worker thread); report each validation; None when cancelled.
+
+    A cancel stops training at the next validation: the callback raises
+    :class:`Cancelled` out of ``fit`` (skipping the inference too), caught here, so the
+    worker ends normally (napari reports a worker's exceptions as errors).
+    """
     from .api import fit
 
     def callback(step, val_loss, _deconvolve):
@@ -435,9 +453,12 @@ def _fit_job(image, psf, cfg, events: queue.Queue, cancel: threading.Event):
             raise Cancelled()
         return False
 
-    if cancel.is_set():
-        raise Cancelled()
-    return fit(image, psf, cfg, verbose=False, callback=callback)
+    try:
+        if cancel.is_set():
+            raise Cancelled()
+        return fit(image, psf, cfg, verbose=False, callback=callback)
+    except Cancelled:
+        return None
 
 
 def _apply_job(data, model, events: queue.Queue, cancel: threading.Event):
@@ -449,7 +470,7 @@ def _apply_job(data, model, events: queue.Queue, cancel: threading.Event):
     total = math.prod(lead)
     for i, index in enumerate(np.ndindex(*lead)):
         if cancel.is_set():
-            raise Cancelled()
+            return None
         out[index] = deconvolve(np.asarray(data[index]), model)
         events.put(("apply", i + 1, total))
     return out

@@ -65,7 +65,7 @@ def test_3d_time_point_then_all_time_points(make_napari_viewer, qtbot):
     viewer.dims.set_current_step(0, 2)  # the viewer shows time point 2
     widget = _widget(viewer, steps=2)
     widget.psf_kind.value = "Gibson-Lanni"  # computed for the layer's scale
-    widget.psf_size.value = 7
+    widget.psf_size.value = 5
     assert widget.ndim == 3 and widget.pixel_size() == pytest.approx((0.5, 0.1, 0.1))
     _run(qtbot, widget, widget.train_button)
     out = viewer.layers[-1]
