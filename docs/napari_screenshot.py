@@ -5,11 +5,12 @@ Command (needs ``pip install 'jdeconv[napari]'`` and a display; headless, under 
     xvfb-run -a -s "-screen 0 1500x950x24" python docs/napari_screenshot.py \\
         --data ../shared/data -o docs/napari-widget.png
 
-Runtime: about 3 minutes on a 2-core CPU (300 training steps). What it shows: the
-256x256 centre of the SSI "cells" image, blurred with the SSI 2D Gibson-Lanni kernel and
-degraded as in the papers (jdeconv.simulate.degrade, seed 0), deconvolved by the widget
-with its defaults (the library's 2D preset, 300 steps) and the kernel loaded as a file;
-the input and the result side by side (grid mode), the loss plot and the status line.
+Runtime: 8-12 minutes on a shared 2-core CPU (300 training steps took 484 and 678 s in
+our two runs). What it shows: the 256x256 centre of the SSI "cells" image, blurred with
+the SSI 2D Gibson-Lanni kernel and degraded as in the papers (jdeconv.simulate.degrade,
+seed 0), deconvolved by the widget with its defaults (the library's 2D preset, 300
+steps) and the kernel loaded as a file; the input and the result side by side (grid
+mode), the loss plot and the status line. PyQt6 in our run.
 """
 
 from __future__ import annotations

@@ -107,6 +107,11 @@ def run(args) -> int:
         if _whole.is_whole_file(path, args):  # channels/time points: jdeconv.files
             jobs.append(_whole.prepare(path, args, psfs, make_config))
             continue
+        if args.fit_time is not None:
+            raise InputError(
+                f"{path}: --fit-time is for files with several time points, and this one has "
+                "none (or --time picked one)."
+            )
         image, meta = read(path, args)
         arr = validated(path, image)
         psf = psfs.checked(path, arr, meta)
