@@ -3,6 +3,7 @@
 Public API (see README.md):
 
 - ``fit(image, psf, cfg)`` -> :class:`FitResult`; ``deconvolve(image, model)``;
+  ``deconvolve_file(path, psf, output=)`` for whole files (channels, time points);
   ``save_model`` / ``load_model``; :class:`Config` with ``Config.preset(name, **overrides)``.
 - ``make_forward(psf, shape, method=, padding=)`` -> :class:`ForwardModel` (a pytree:
   ``g``, ``g.adjoint``, ``g.normal``); ``check_adjoint(g, key)``.
@@ -33,6 +34,7 @@ _NAMES = {
     "fit": ".api",
     "load_model": ".api",
     "save_model": ".api",
+    "deconvolve_file": ".files",
     "richardson_lucy": ".classic",
     "wiener": ".classic",
     "Config": ".config",
@@ -48,6 +50,8 @@ __all__ = [
     "ForwardModel",
     "check_adjoint",
     "deconvolve",
+    "deconvolve_file",
+    "files",
     "fit",
     "load_model",
     "losses",

@@ -29,6 +29,10 @@ __all__ = [
     "center_psf",
     "gaussian_psf",
     "gibson_lanni_psf",
+    "resample_psf",
+    "match_psf_to_image",
+    "check_psf_sampling",
+    "PIXEL_SIZE_RTOL",
 ]
 
 # Relative tolerance on the sum of a PSF before we call it "not normalised".
@@ -479,3 +483,224 @@ def gibson_lanni_psf(
     if normalize:
         psf = psf / psf.sum()
     return psf.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- sampling
+
+# Relative difference between a PSF's and the image's pixel size below which the PSF is
+# used as it is: 1 % changes a 17-pixel PSF's extent by less than 0.1 pixel.
+PIXEL_SIZE_RTOL = 0.01
+
+
+def resample_psf(psf, pixel_size, target_pixel_size, *, max_shape=None) -> np.ndarray:
+    """The PSF sampled on another grid: centred, odd-sized, non-negative, summing to 1.
+
+    Each output pixel is the PSF's value at that pixel's centre, interpolated with cubic
+    splines (``scipy.ndimage.map_coordinates``, zero outside the given PSF); the middle
+    pixel maps onto the middle pixel, so a centred PSF stays centred. The output covers
+    the same physical extent as the input (``(n - 1) // 2 * pixel_size`` on each side of
+    the centre, rounded down to whole target pixels), cut to ``max_shape`` when given.
+    Spline overshoot below zero is clipped and the result renormalised. Point sampling
+    matches how model PSFs (:func:`gibson_lanni_psf`) are computed; a measured PSF given
+    on a finer grid than the image is assumed to be smooth at the image's pixel size
+    (sampled at or above Nyquist), as an optical PSF is.
+
+    Args:
+      psf: 2D (YX) or 3D (ZYX) PSF, odd sizes, centre in the middle pixel.
+      pixel_size: its pixel size per axis (µm), or one number for every axis.
+      target_pixel_size: the image's pixel size per axis (µm), or one number.
+      max_shape: largest output shape (e.g. the image's); even sizes are rounded down.
+
+    Returns:
+      float32 PSF on the target grid, summing to 1.
+
+    Raises:
+      ValueError: for a PSF that is not 2D/3D with odd sizes, or pixel sizes that are not
+        positive and finite, or do not have one value per axis.
+
+    Example:
+      >>> coarse = gaussian_psf((9, 9), 1.0)        # sigma 1 px at 0.2 µm
+      >>> fine = resample_psf(coarse, 0.2, 0.1)     # sigma 2 px at 0.1 µm
+      >>> fine.shape
+      (17, 17)
+      >>> bool(np.abs(fine - gaussian_psf((17, 17), 2.0)).max() < 1e-3)
+      True
+    """
+    import scipy.ndimage
+
+    arr = np.asarray(psf, dtype=np.float64)
+    if arr.ndim not in (2, 3) or any(n % 2 == 0 for n in arr.shape):
+        raise ValueError(
+            f"resample_psf needs a 2D or 3D PSF with odd sizes, got shape {arr.shape}."
+        )
+    src = _per_axis(pixel_size, arr.ndim, "pixel_size")
+    dst = _per_axis(target_pixel_size, arr.ndim, "target_pixel_size")
+    limit = (None,) * arr.ndim if max_shape is None else tuple(int(m) for m in max_shape)
+    coords = []
+    for n, s, d, m in zip(arr.shape, src, dst, limit, strict=True):
+        factor = s / d  # target pixels per PSF pixel
+        half = int(math.floor((n // 2) * factor + 1e-6))
+        if m is not None:
+            half = min(half, max((m - 1) // 2, 0))
+        coords.append(n // 2 + (np.arange(2 * half + 1) - half) / factor)
+    grid = np.meshgrid(*coords, indexing="ij")
+    out = scipy.ndimage.map_coordinates(arr, grid, order=3, mode="grid-constant", cval=0.0)
+    out = np.clip(out, 0.0, None)
+    total = out.sum()
+    if not total > 0:
+        raise ValueError(
+            f"the PSF {arr.shape} resampled from {_coords(src)} to {_coords(dst)} µm has no "
+            "positive values; check the pixel sizes."
+        )
+    return (out / total).astype(np.float32)
+
+
+def _per_axis(value, ndim: int, name: str) -> tuple[float, ...]:
+    values = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if values.size == 1:
+        values = np.repeat(values, ndim)
+    if values.shape != (ndim,) or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError(
+            f"{name} must be one positive number or one per axis ({ndim}), got {value!r}."
+        )
+    return tuple(float(v) for v in values)
+
+
+def match_psf_to_image(
+    psf, image_shape, *, psf_pixel_size=None, pixel_size=None
+) -> tuple[np.ndarray, str | None]:
+    """The PSF on the image's grid: resampled where both pixel sizes are known and differ.
+
+    The rules (README, "PSF sampling"):
+
+    - on every axis where the PSF's and the image's pixel sizes are both known and differ
+      by more than :data:`PIXEL_SIZE_RTOL` (1 %), the PSF is resampled to the image's
+      pixel size (:func:`resample_psf`, cut to the image's shape) and renormalised; the
+      returned notice says so in one line;
+    - where either size is unknown, the PSF is taken to be sampled like the image, and
+      :func:`check_psf_sampling` warns when it does not look like it.
+
+    Args:
+      psf: 2D/3D PSF of the image's rank, odd sizes, centred.
+      image_shape: the image's shape (``(Y, X)`` or ``(Z, Y, X)``).
+      psf_pixel_size: the PSF's pixel size per axis in µm (None, or None entries, where
+        unknown).
+      pixel_size: the image's pixel size per axis in µm (same convention).
+
+    Returns:
+      ``(psf, notice)``: the PSF (resampled, or as given) and a one-line notice, or None
+      when nothing was changed.
+
+    Example:
+      >>> coarse = gibson_lanni_psf((9, 9), pixel_size_xy=0.2)
+      >>> psf, notice = match_psf_to_image(coarse, (64, 64), psf_pixel_size=(0.2, 0.2),
+      ...                                  pixel_size=(0.1, 0.1))
+      >>> psf.shape, notice
+      ((17, 17), 'PSF resampled from 0.2 x 0.2 to 0.1 x 0.1 µm pixels (YX): 9x9 -> 17x17.')
+    """
+    arr = np.asarray(psf)
+    ndim = arr.ndim
+    src = _sizes_or_none(psf_pixel_size, ndim)
+    dst = _sizes_or_none(pixel_size, ndim)
+    known = [s is not None and d is not None for s, d in zip(src, dst, strict=True)]
+    differ = [
+        k and abs(s - d) > PIXEL_SIZE_RTOL * d for k, s, d in zip(known, src, dst, strict=True)
+    ]
+    if not all(known):
+        check_psf_sampling(arr, image_shape, unknown_axes=[not k for k in known])
+    if not any(differ):
+        return arr, None
+    from_sizes = tuple(s if f else 1.0 for s, f in zip(src, differ, strict=True))
+    to_sizes = tuple(d if f else 1.0 for d, f in zip(dst, differ, strict=True))
+    out = resample_psf(arr, from_sizes, to_sizes, max_shape=image_shape)
+    axes = "ZYX"[-ndim:]
+    changed = "".join(a for a, f in zip(axes, differ, strict=True) if f)
+    cut = ""
+    if any(
+        o < int(math.floor((n // 2) * s / d + 1e-6)) * 2 + 1
+        for o, n, s, d in zip(out.shape, arr.shape, from_sizes, to_sizes, strict=True)
+    ):
+        cut = " (cut to the image's size)"
+    notice = (
+        f"PSF resampled from {_sizes_text(src, differ)} to {_sizes_text(dst, differ)} µm "
+        f"pixels ({changed}): {'x'.join(map(str, arr.shape))} -> "
+        f"{'x'.join(map(str, out.shape))}{cut}."
+    )
+    return out, notice
+
+
+def _sizes_or_none(sizes, ndim: int) -> tuple[float | None, ...]:
+    if sizes is None:
+        return (None,) * ndim
+    sizes = tuple(sizes)
+    if len(sizes) != ndim:
+        raise ValueError(f"pixel sizes {sizes} need one value (or None) per axis ({ndim}).")
+    out = []
+    for s in sizes:
+        value = None if s is None else float(s)
+        out.append(value if value is not None and math.isfinite(value) and value > 0 else None)
+    return tuple(out)
+
+
+def _sizes_text(sizes, which) -> str:
+    return " x ".join(f"{s:.4g}" for s, w in zip(sizes, which, strict=True) if w)
+
+
+def check_psf_sampling(psf, image_shape, *, unknown_axes=None) -> None:
+    """Warn when a PSF of unknown pixel size does not look sampled like the image.
+
+    Two signs of a PSF recorded or generated on another grid (checked only on the axes
+    whose sizes are unknown, ``unknown_axes``; all by default):
+
+    - 3D, axial: the in-focus peak falls to half within fewer than 2 planes (its axial
+      FWHM is under 2 planes) while the image has at least 16 planes. A widefield or
+      confocal PSF is 2-4 times longer along Z than across, so this usually means the
+      PSF's Z step is much coarser than the image's, or the PSF is a single plane
+      stacked.
+    - lateral: more than 95 % of the in-focus mass in the middle pixel: a PSF narrower
+      than a pixel
+      (sampled much more coarsely than the image, or the image is undersampled), with
+      which deconvolution does almost nothing.
+
+    Example:
+      >>> import warnings
+      >>> flat = np.zeros((3, 9, 9)); flat[1] = gaussian_psf((9, 9), 1.5)
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     warnings.simplefilter("always")
+      ...     check_psf_sampling(flat, (40, 64, 64))
+      >>> "axial" in str(caught[0].message)
+      True
+    """
+    arr = np.asarray(psf, dtype=np.float64)
+    unknown = [True] * arr.ndim if unknown_axes is None else list(unknown_axes)
+    total = arr.sum()
+    if not total > 0:
+        return
+    hint = (
+        "check that the PSF's voxel size matches the image's (give both: psf_pixel_size= "
+        "and pixel_size=, or --psf-pixel-size and --pixel-size, and jdeconv resamples the "
+        "PSF)"
+    )
+    if arr.ndim == 3 and unknown[0] and image_shape[0] >= 16:
+        peaks = arr.reshape(arr.shape[0], -1).max(axis=1)
+        fwhm = int(np.count_nonzero(peaks >= 0.5 * peaks.max()))
+        if fwhm < 2:
+            warnings.warn(
+                f"the 3D PSF {arr.shape} is only {fwhm} plane(s) long at half its peak "
+                f"(axial FWHM) for a stack of {image_shape[0]} planes, though a microscope's "
+                "PSF is 2-4 times longer along Z than across: "
+                f"{hint}, and that it is a real Z stack through the focus.",
+                UserWarning,
+                stacklevel=3,
+            )
+    if any(unknown[-2:]):
+        centre = arr[tuple(n // 2 for n in arr.shape)]
+        in_plane = arr[arr.shape[0] // 2] if arr.ndim == 3 else arr
+        if centre > 0.95 * in_plane.sum():
+            warnings.warn(
+                f"the PSF {arr.shape} holds {centre / in_plane.sum():.0%} of its in-focus "
+                "mass in one pixel: it is narrower than a pixel, so deconvolution will do "
+                f"little. {hint[0].upper() + hint[1:]}.",
+                UserWarning,
+                stacklevel=3,
+            )

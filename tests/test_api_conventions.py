@@ -17,6 +17,7 @@ MODULES = [
     "jdeconv",
     "jdeconv.classic",
     "jdeconv.config",
+    "jdeconv.files",
     "jdeconv.forward",
     "jdeconv.io",
     "jdeconv.lazy",

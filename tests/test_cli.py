@@ -389,7 +389,18 @@ BAD_INPUTS = [
     ("nan", ["{d}/nan.npy", "--psf", "{psf}", *_O], ["nan.npy", "NaN"]),
     ("empty", ["{d}/empty.npy", "--psf", "{psf}", *_O], ["empty.npy", "empty"]),
     ("constant", ["{d}/constant.npy", "--psf", "{psf}", *_O], ["constant.npy", "constant"]),
-    ("channels", ["{d}/channels.tif", "--psf", "{psf}", *_O], ["channels.tif", "--channel"]),
+    # A file with channels is deconvolved whole (tests/test_files.py), with one PSF per
+    # channel or one for all.
+    (
+        "psf per channel",
+        ["{d}/channels.tif", "--psf", "{psf}", "{psf}", "{psf}", *_O],
+        ["channels.tif", "3 --psf files were given for 2 channels"],
+    ),
+    (
+        "channel range",
+        ["{d}/channels.tif", "--psf", "{psf}", "--channel", "5", *_O],
+        ["channels.tif", "out of range"],
+    ),
     ("colour", ["{d}/colour.png", "--psf", "{psf}", *_O], ["colour.png", "greyscale"]),
     ("no out dir", ["{d}/image.npy", "--psf", "{psf}", "-o", "{d}/no/o.tif"], ["does not exist"]),
     ("out = in", ["{d}/image.npy", "--psf", "{psf}", "-o", "{d}/./image.npy"], ["never overwri"]),

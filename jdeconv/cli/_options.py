@@ -107,11 +107,29 @@ def add_overwrite(parser) -> None:
     )
 
 
-def psf_choice_parser() -> argparse.ArgumentParser:
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def psf_choice_parser(*, per_channel: bool = False) -> argparse.ArgumentParser:
+    """``--psf``/``--psf-model`` and their options; ``per_channel``: one PSF per channel
+    (``--psf a.tif b.tif``) and the pixel sizes that decide PSF resampling."""
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("PSF (a file or a model)")
     which = group.add_mutually_exclusive_group(required=True)
-    which.add_argument("--psf", metavar="FILE", help="measured or saved PSF (.tif or .npy)")
+    if per_channel:
+        which.add_argument(
+            "--psf",
+            metavar="FILE",
+            nargs="+",
+            help="measured or saved PSF (.tif or .npy); for a file with several channels one "
+            "per channel, in channel order (or one for all)",
+        )
+    else:
+        which.add_argument("--psf", metavar="FILE", help="measured or saved PSF (.tif or .npy)")
     which.add_argument("--psf-model", choices=PSF_MODELS, help="generate the PSF from a model")
     group.add_argument(
         "--psf-size",
@@ -132,6 +150,26 @@ def psf_choice_parser() -> argparse.ArgumentParser:
         help="centre the PSF on its centre of mass (jdeconv.psf.center_psf) before use, "
         "instead of rejecting one that is off-centre",
     )
+    if per_channel:
+        sampling = parser.add_argument_group(
+            "pixel sizes (µm; a PSF is resampled to the image's grid when both are known)"
+        )
+        sampling.add_argument(
+            "--pixel-size",
+            type=positive_float,
+            nargs="+",
+            metavar="UM",
+            help="the image's pixel size, overriding the file's metadata: one value (YX) or "
+            "one per axis (Z Y X, or Y X)",
+        )
+        sampling.add_argument(
+            "--psf-pixel-size",
+            type=positive_float,
+            nargs="+",
+            metavar="UM",
+            help="the --psf file's pixel size, overriding its metadata: one value (YX) or "
+            "one per axis",
+        )
     return parser
 
 
@@ -165,7 +203,13 @@ def psf_parameter_parser(*, sigma_flag: bool = True) -> argparse.ArgumentParser:
         help="gibson-lanni: numerical aperture",
     )
     group.add_argument(
-        "--wavelength", type=float, default=gl["wavelength"], help="emission wavelength in vacuum"
+        "--wavelength",
+        type=float,
+        nargs="+",
+        default=[gl["wavelength"]],
+        metavar="UM",
+        help="emission wavelength in vacuum; for a file with several channels one per "
+        "channel (one PSF each)",
     )
     group.add_argument(
         "--magnification", type=float, default=gl["magnification"], help="objective magnification"
@@ -175,11 +219,13 @@ def psf_parameter_parser(*, sigma_flag: bool = True) -> argparse.ArgumentParser:
     group.add_argument(
         "--pixel-size-xy",
         type=float,
-        default=gl["pixel_size_xy"],
-        help="lateral pixel size in the sample",
+        help="lateral pixel size the PSF is computed for [default: the image's, else "
+        f"{gl['pixel_size_xy']}]",
     )
     group.add_argument(
-        "--pixel-size-z", type=float, default=gl["pixel_size_z"], help="axial step (3D PSFs)"
+        "--pixel-size-z",
+        type=float,
+        help=f"axial step (3D PSFs) [default: the image's, else {gl['pixel_size_z']}]",
     )
     group.add_argument(
         "--defocus",

@@ -8,6 +8,7 @@ from pathlib import Path
 from .. import _signals
 from ..io import image_stem
 from . import _options as opt
+from . import _whole
 from ._common import EXIT_OK, Failure, InputError, note, progress, shape_text
 from ._files import (
     MODEL_FILES,
@@ -21,7 +22,7 @@ from ._files import (
     validated,
     write,
 )
-from ._psf import PsfProvider
+from ._psf import PsfProvider, image_pixel_size
 
 
 def add_parser(commands) -> None:
@@ -30,7 +31,7 @@ def add_parser(commands) -> None:
         parents=[
             opt.common_parser(),
             opt.reading_parser(),
-            opt.psf_choice_parser(),
+            opt.psf_choice_parser(per_channel=True),
             opt.psf_parameter_parser(),
             opt.outputs_parser(),
         ],
@@ -40,7 +41,12 @@ def add_parser(commands) -> None:
             "and write the result. Each file gets its own model.\n\n"
             "Example:\n  jdeconv deconvolve cells.tif --psf psf.tif -o cells_deconv.tif\n"
             "  jdeconv deconvolve 'data/*.tif' --psf-model gibson-lanni --na 1.2 "
-            "--wavelength 0.52 --ni 1.33 --pixel-size-xy 0.1 --output-dir results"
+            "--wavelength 0.52 --ni 1.33 --pixel-size-xy 0.1 --output-dir results\n"
+            "  jdeconv deconvolve timelapse.ome.tif --psf green.tif red.tif -o out.ome.tif\n\n"
+            "A file with several channels or time points is deconvolved whole unless "
+            "--channel/--time pick one: one model per channel (its own PSF), fitted on one "
+            "time point (--fit-time) and applied to all; the output keeps the input's axes "
+            "and pixel sizes."
         ),
         formatter_class=opt.Formatter,
     )
@@ -57,6 +63,13 @@ def add_parser(commands) -> None:
     group.add_argument("--patch-size-z", type=opt.positive_int, help="training patch depth (3D)")
     group.add_argument("--batch-size", type=opt.positive_int, help="patches per step")
     group.add_argument("--tile", type=opt.positive_int, help="tiled inference with this tile side")
+    group.add_argument(
+        "--fit-time",
+        type=int,
+        metavar="T",
+        help="time-lapse files: the time point each channel's model is fitted on "
+        "[default: the middle one]",
+    )
     group.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,
@@ -82,7 +95,7 @@ def add_parser(commands) -> None:
 
 def run(args) -> int:
     inputs = expand_inputs(args.inputs)
-    protected = [*inputs, args.psf]
+    protected = [*inputs, *(args.psf or [])]
     outputs = plan_outputs(args, inputs, protected)
     model_dirs = _model_dirs(args, inputs, protected)
     psfs = PsfProvider(args)
@@ -91,9 +104,21 @@ def run(args) -> int:
     # Each file is read once: the images are kept (in their stored dtype) until fitted.
     jobs = []
     for path in inputs:
+        if _whole.is_whole_file(path, args):  # channels/time points: jdeconv.files
+            jobs.append(_whole.prepare(path, args, psfs, make_config))
+            continue
+        if args.fit_time is not None:
+            raise InputError(
+                f"{path}: --fit-time is for files with several time points, and this one has "
+                "none (or --time picked one)."
+            )
         image, meta = read(path, args)
         arr = validated(path, image)
-        jobs.append((image, meta, psfs.checked(path, arr, meta), make_config(args, arr.ndim)))
+        psf = psfs.checked(path, arr, meta)
+        cfg = _shaped(
+            make_config(args, arr.ndim), args, image_pixel_size(args, meta, arr.ndim), psf
+        )
+        jobs.append((image, meta, psf, cfg))
     make_output_dir(args)
     if model_dirs is not None and len(inputs) > 1:
         _make_dir(Path(args.save_model))
@@ -108,6 +133,10 @@ def run(args) -> int:
         from ..api import fit, save_model
 
         for i, (path, out) in enumerate(zip(inputs, outputs, strict=True)):
+            if isinstance(jobs[i], _whole.WholeFileJob):
+                job, jobs[i] = jobs[i], None
+                _run_whole(args, i, len(inputs), job, out, model_dirs)
+                continue
             image, meta, psf, cfg = jobs[i]
             jobs[i] = None  # free each image once it is done with
             note(
@@ -147,6 +176,44 @@ def run(args) -> int:
                     flush=True,
                 )
     return EXIT_OK
+
+
+def _shaped(cfg, args, pixel_size, psf):
+    """3D: the patch depth from the voxel size (jdeconv.files.config_for_voxels), unless
+    --patch-size-z was given."""
+    if psf.ndim != 3 or args.patch_size_z is not None:
+        return cfg
+    from ..config import Config
+    from ..files import config_for_voxels
+
+    shaped = config_for_voxels(cfg or Config.default(3), pixel_size, psf_shape=psf.shape)
+    return cfg if cfg is None and shaped == Config.default(3) else shaped
+
+
+def _run_whole(args, i, total, job, out, model_dirs) -> None:
+    """One whole-file job (all channels and time points): fit, apply, write."""
+    note(args, f"[{i + 1}/{total}] {job.path} ({_whole.describe(job)}) -> {out}")
+    try:
+        result = _whole.run(job, args)
+    except FloatingPointError as err:
+        raise Failure(f"{job.path}: {err} {_CLI_FIX}") from err
+    except ValueError as err:
+        raise InputError(f"{job.path}: {err}") from err
+    saved = ""
+    with _signals.commit():
+        _whole.write(out, result, args, job.stack)
+        if model_dirs is not None:
+            saved = f"; models saved to {_whole.save_models(result, model_dirs[i])}"
+        progress.done(out)
+    if not args.quiet:
+        t = result.timings
+        fitted = "" if result.fit_time is None else f" on time point {result.fit_time}"
+        print(
+            f"{job.path} -> {out}: {shape_text(result.deconvolved.shape)} {result.axes}; "
+            f"{len(result.models)} model(s) fitted{fitted} in {t['fit']:.1f} s, "
+            f"{t['time_points']} time point(s), applied in {t['apply']:.1f} s{saved}",
+            flush=True,
+        )
 
 
 # How to apply the divergence error's advice from the command line.

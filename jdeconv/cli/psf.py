@@ -9,7 +9,7 @@ from ..io import ImageMetadata
 from . import _options as opt
 from ._common import EXIT_OK, InputError, progress, shape_text
 from ._files import Claims, check_output, write
-from ._psf import model_psf
+from ._psf import model_psf, wavelengths
 
 
 def add_parser(commands) -> None:
@@ -61,9 +61,9 @@ def run(args) -> int:
     described = (
         f"sigma {', '.join(f'{v:g}' for v in args.psf_sigma)} px"
         if args.model == "gaussian"
-        else f"NA {args.na}, wavelength {args.wavelength} µm, ni {args.ni}, pixel "
-        f"{args.pixel_size_xy} µm"
-        + (f" x {args.pixel_size_z} µm" if ndim == 3 else "")
+        else f"NA {args.na}, wavelength {wavelengths(args)[0]} µm, ni {args.ni}, pixel "
+        f"{sizes[-1]} µm"
+        + (f" x {sizes[0]} µm" if ndim == 3 else "")
         + f", defocus {args.defocus} µm"
     )
     print(f"wrote {out}: {args.model} PSF {shape_text(psf.shape)} ({described}), sum 1")
