@@ -13,8 +13,9 @@ sdeconv methods (``--methods``), all with the image mirror-padded by 13 pixels
 
 * ``wiener`` — ``swiener`` (Laplacian-regularised Wiener) at its default ``beta=1e-5``
   and the **oracle** ``beta`` (best PSNR over 10^-7..10^1, 8 per decade);
-* ``rl`` — ``srichardsonlucy`` at its default 30 iterations and the **oracle** count in
-  1..``--rl-max``;
+* ``rl`` — ``srichardsonlucy`` at its default 30 iterations and the **oracle** count
+  among ``RL_COUNTS`` up to ``--rl-max`` (1-6, 8, 10, 12, 15, 20, 25, 30, 40, 50: each
+  count restarts from the image, so not every count);
 * ``spitfire`` — ``spitfire`` (Hessian-sparse variational deconvolution, up to 2500 Adam
   iterations) at its defaults (``weight=0.6, reg=0.995``), and the best of
   ``--spitfire-regs`` if given;
@@ -48,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fnmatch
 import io
 import json
 import math
@@ -70,6 +72,7 @@ NAME = "peers"
 METHODS = ("wiener", "rl", "spitfire", "ssnn", "n2v")
 DEFAULT_METHODS = ("wiener", "rl", "spitfire", "ssnn")
 PAD = 13
+RL_COUNTS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50)
 WIENER_BETAS = tuple(float(b) for b in np.logspace(-7, 1, 65))  # 8 per decade
 DEFAULT_RESULTS = (
     "quality-quick-2d-starved-main.json",
@@ -226,10 +229,10 @@ def run_wiener(deconv, noisy, psf, gt, *, border):
 
 
 def run_rl(deconv, noisy, psf, gt, *, border, rl_max):
+    # sdeconv's RL restarts from the image for every count: a grid, not every count.
+    counts = [n for n in RL_COUNTS if n <= rl_max] or [rl_max]
     t0 = time.perf_counter()
-    images = [
-        _numpy(deconv.srichardsonlucy(noisy, psf, niter=n, pad=PAD)) for n in range(1, rl_max + 1)
-    ]
+    images = [_numpy(deconv.srichardsonlucy(noisy, psf, niter=n, pad=PAD)) for n in counts]
     i, _ = _best(images, gt)
     seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -240,7 +243,12 @@ def run_rl(deconv, noisy, psf, gt, *, border, rl_max):
             "n": 30,
             "seconds": time.perf_counter() - t0,
         },
-        "sd_rl_oracle": {**C.score(gt, images[i], border=border), "n": i + 1, "seconds": seconds},
+        "sd_rl_oracle": {
+            **C.score(gt, images[i], border=border),
+            "n": counts[i],
+            "counts": counts,
+            "seconds": seconds,
+        },
     }
 
 
@@ -398,14 +406,20 @@ def write_markdown(path: Path, result: dict) -> None:
         )
         + ".",
         "- Wiener: default β 1e-5 and oracle β (10^-7..10^1, 8 per decade); RL: default 30 "
-        f"iterations and oracle count 1..{cfg['rl_max']}; Spitfire: defaults (weight 0.6, "
+        f"iterations and oracle count in {cfg['rl_counts']}; Spitfire: defaults (weight 0.6, "
         f"reg 0.995)"
         + (f", oracle over reg {cfg['spitfire_regs']}" if cfg["spitfire_regs"] else "")
         + ".",
         f"- Self-supervised networks: sdeconv's defaults — U-Net (32, 64, 128), "
         f"{cfg['epochs']} epochs, {cfg['patch']}² patches at stride {cfg['patch'] // 2}, "
         "batch 300, Adam 1e-3 — trained on the image's 8 rotations/flips (one 256² image "
-        "gives fewer patches than one batch, and sdeconv drops incomplete batches).",
+        "gives fewer patches than one batch, and sdeconv drops incomplete batches)"
+        + (
+            f"; run only on the cases matching {cfg['network_cases']} (time)"
+            if cfg.get("network_cases")
+            else ""
+        )
+        + ".",
         "- jdeconv default, RL oracle and best classical oracle: read from "
         f"{', '.join(f'`{s}`' for s in cfg['reference_files'])} (benchmarks/quality.py; "
         "jdeconv not re-run). Oracles choose with the ground truth: upper bounds.",
@@ -517,6 +531,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=256, help="image side")
     p.add_argument("--seed", type=int, default=0, help="noise seed (as quality.py's)")
     p.add_argument("--border", type=int, default=16, help="also report PSNR without it")
+    p.add_argument(
+        "--network-cases",
+        nargs="+",
+        help="run sdeconv's networks only on these cases (PSF/NOISE/IMAGE patterns with "
+        "wildcards; they take minutes per image on a CPU); default: every case",
+    )
     p.add_argument("--tiny", action="store_true", help="2 phantom cases at 64², 1 epoch (tests)")
     args = p.parse_args(argv)
     if args.epochs < 1 or args.rl_max < 1:
@@ -572,8 +592,10 @@ def main(argv=None) -> dict:
             "cases": ["/".join(c) for c in args.cases],
             "methods": args.methods,
             "epochs": args.epochs,
+            "network_cases": args.network_cases,
             "patch": args.patch,
             "rl_max": args.rl_max,
+            "rl_counts": [n for n in RL_COUNTS if n <= args.rl_max] or [args.rl_max],
             "spitfire_regs": args.spitfire_regs,
             "wiener_betas": list(WIENER_BETAS),
             "pad": PAD,
@@ -624,8 +646,11 @@ def main(argv=None) -> dict:
             methods.update(run_rl(deconv, noisy, psf, gt, **score, rl_max=args.rl_max))
         if "spitfire" in args.methods:
             methods.update(run_spitfire(deconv, noisy, psf, gt, **score, regs=args.spitfire_regs))
+        networks = args.network_cases is None or any(
+            fnmatch.fnmatch(name, pattern) for pattern in args.network_cases
+        )
         for kind in ("ssnn", "n2v"):
-            if kind in args.methods:
+            if kind in args.methods and networks:
                 methods[f"sd_{kind}"] = run_network(
                     torch,
                     deconv,

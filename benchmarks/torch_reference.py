@@ -35,12 +35,15 @@ Time to quality (``--quality-image``, default Drosophila): the papers' degradati
 the 256² centre crop (``paper_2d.py``), the Richardson-Lucy oracle's PSNR, and the
 training seconds ``jdeconv.fit``'s default config needs to reach it (PSNR checked at
 every validation, every 25 steps; the checks' own time is not counted). With
-``--torch-quality`` the PyTorch reference trains the same way (same schedule, same
-test-time augmentation) for the same comparison.
+``--torch-quality jdeconv torch`` the PyTorch reference trains the same way (same
+schedule, same test-time augmentation, no held-out pixels), starting from jdeconv's
+initial parameters and/or PyTorch's default initialisation.
 
 Usage (needs the ``peers`` extra: ``pip install -e '.[peers]'``)::
 
-    taskset -c 0 python benchmarks/torch_reference.py --tag 1core      # ~15 min
+    # one thread each, as in the committed results (~25 min on a busy 2-core CPU)
+    XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+        python benchmarks/torch_reference.py --threads 1 --torch-quality jdeconv torch
     python benchmarks/torch_reference.py --quick --no-quality          # seconds (tests)
 
 Writes ``peers-torch-<device>[-tag].md`` and ``.json`` to ``--out``.
@@ -327,7 +330,11 @@ def warmup_cosine(cfg: Config):
 class TorchTrainer:
     """The PyTorch reference step on one standardised image: ``trainer.step()``."""
 
-    def __init__(self, cfg: Config, image: np.ndarray, psf: np.ndarray, *, seed: int = 0):
+    def __init__(
+        self, cfg: Config, image: np.ndarray, psf: np.ndarray, *, seed: int = 0, init="jdeconv"
+    ):
+        """``init``: "jdeconv" starts from ``init_unet(seed)``'s parameters (truncated
+        LeCun normal), "torch" from PyTorch's default initialisation."""
         ndim = image.ndim
         if cfg.optim.optimizer != "adam" or cfg.optim.schedule != "cosine":
             raise ValueError("the PyTorch reference implements Adam with the cosine schedule")
@@ -339,6 +346,13 @@ class TorchTrainer:
         torch.manual_seed(seed)
         self.cfg, self.preset = cfg, cfg.name
         self.net = TorchUNet(ndim, base_channels=n.base_channels, depth=n.depth)
+        if init == "jdeconv":
+            from jdeconv.unet import init_unet
+
+            load_jdeconv_params(self.net, init_unet(seed, cfg.unet(ndim))[1])
+        elif init != "torch":
+            raise ValueError(f"init must be 'jdeconv' or 'torch', got {init!r}")
+        self.init = init
         self.patch_shape = cfg.patch_shape(ndim)
         self.blur = TorchBlur(psf, self.patch_shape)
         self.border = tuple(k // 2 for k in psf.shape) if cfg.crop_border else (0,) * ndim
@@ -516,14 +530,14 @@ def jdeconv_time_to_quality(gt, noisy, psf, target: float, cfg: Config) -> dict:
     }
 
 
-def torch_time_to_quality(gt, noisy, psf, target: float, cfg: Config) -> dict:
+def torch_time_to_quality(gt, noisy, psf, target: float, cfg: Config, *, init: str) -> dict:
     """The PyTorch reference trained like ``fit`` (no held-out pixels), checked every
     ``cfg.validate_every`` steps with test-time augmentation; stops at ``target``."""
     from jdeconv.metrics import psnr
 
     offset, scale = float(noisy.mean()), float(noisy.std())
     x = (noisy - offset) / scale
-    trainer = TorchTrainer(cfg, x, psf, seed=cfg.seed)
+    trainer = TorchTrainer(cfg, x, psf, seed=cfg.seed, init=init)
     curve, reached, train_s, evaluation_s = [], None, 0.0, 0.0
     every = cfg.validation.every
     for i in range(1, cfg.steps + 1):
@@ -539,7 +553,8 @@ def torch_time_to_quality(gt, noisy, psf, target: float, cfg: Config) -> dict:
                 reached = i
                 break
     return {
-        "system": "pytorch",
+        "system": f"pytorch ({init} init)",
+        "init": init,
         "reached_step": reached,
         "train_s": train_s,
         "seconds_per_step": train_s / i,
@@ -561,8 +576,8 @@ def time_to_quality(args) -> dict:
         flush=True,
     )
     runs = [jdeconv_time_to_quality(gt, noisy, psf, target, cfg)]
-    if args.torch_quality:
-        runs.append(torch_time_to_quality(gt, noisy, psf, target, cfg))
+    for init in args.torch_quality:
+        runs.append(torch_time_to_quality(gt, noisy, psf, target, cfg, init=init))
     for r in runs:
         print(
             f"  {r['system']}: reached at step {r['reached_step']} after "
@@ -588,7 +603,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=C.DEFAULT_DATA, help="shared data folder")
     p.add_argument("--out", type=Path, default=C.DEFAULT_OUT)
     p.add_argument("--tag", help=f"file name suffix: {NAME}-<device>-<tag>.md/.json")
-    p.add_argument("--cases", nargs="+", default=["2d", "3d"], choices=["2d", "3d"])
+    p.add_argument(
+        "--cases", nargs="*", default=["2d", "3d"], choices=["2d", "3d"], help="step timings"
+    )
     p.add_argument("--threads", type=int, help="torch threads (default: the usable cores)")
     p.add_argument("--repeats", type=int, default=5, help="timing samples per system")
     p.add_argument("--pairs", type=int, default=5, help="A/B pairs for the ratio")
@@ -603,8 +620,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="noise seed of the degradation")
     p.add_argument(
         "--torch-quality",
-        action="store_true",
-        help="also train the PyTorch reference to the RL oracle's PSNR",
+        nargs="*",
+        choices=["jdeconv", "torch"],
+        default=[],
+        help="also train the PyTorch reference to the RL oracle's PSNR, starting from "
+        "jdeconv's initial parameters and/or PyTorch's default initialisation",
     )
     C.add_config_override_option(p)
     p.add_argument("--note", default="", help="free text for the results header")
@@ -677,9 +697,20 @@ def markdown(result: dict) -> str:
         "",
         *C.machine_lines(info),
         f"- torch {result['torch']}, {result['torch_threads']} torch threads; "
-        f"{result['usable_cores']} usable cores (JAX/XLA uses them all); XLA_FLAGS "
-        f"`{info['xla_flags'] or '(none)'}`",
+        f"{result['usable_cores']} usable cores (XLA uses them all unless XLA_FLAGS say "
+        f"otherwise); XLA_FLAGS `{info['xla_flags'] or '(none)'}`",
         *([f"- note: {result['note']}"] if result["note"] else []),
+    ]
+    if result["records"]:
+        lines += step_table(result["records"])
+    q = result.get("time_to_quality")
+    if q:
+        lines += quality_table(q)
+    return "\n".join(lines) + "\n"
+
+
+def step_table(records: list[dict]) -> list[str]:
+    lines = [
         "",
         "## Seconds per training step (equal network and loss)",
         "",
@@ -690,7 +721,7 @@ def markdown(result: dict) -> str:
         "",
     ]
     rows = []
-    for r in result["records"]:
+    for r in records:
         j, t = r["jdeconv"], r["pytorch"]
         rows.append(
             [
@@ -721,47 +752,49 @@ def markdown(result: dict) -> str:
         ],
         rows,
     )
-    q = result.get("time_to_quality")
-    if q:
-        lines += [
-            "",
-            f"## Time to the RL oracle's PSNR ({q['image']}, {q['shape'][0]}² centre crop)",
-            "",
-            f"The papers' degradation (input {q['input_psnr']:.2f} dB); target: Richardson-"
-            f"Lucy at its best iteration count (n={q['rl_oracle_n']}, chosen with the ground "
-            f"truth), **{q['rl_oracle_psnr']:.2f} dB**. Default config "
-            f"({q['config']['name']}, {q['config']['steps']} steps, batch "
-            f"{q['config']['batch_size']} × {q['config']['patch_size']}²), PSNR of the "
-            f"test-time-augmented output checked every {q['config']['validate_every']} steps "
-            "(the checks' time not counted); training stops when it reaches the target.",
-            "",
-        ]
-        rows = []
-        for r in q["runs"]:
-            rows.append(
-                [
-                    r["system"],
-                    str(r["reached_step"]) if r["reached_step"] else f"not in {r['steps_run']}",
-                    f"{r['train_s']:.1f}",
-                    f"{r['seconds_per_step']:.3f}",
-                    C.fmt(r["compile_s"], 1),
-                    f"{r['final_psnr']:.2f}",
-                    ", ".join(f"{s}: {v:.2f}" for s, v in r["curve"]),
-                ]
-            )
-        lines += C.table(
+    return lines
+
+
+def quality_table(q: dict) -> list[str]:
+    lines = [
+        "",
+        f"## Time to the RL oracle's PSNR ({q['image']}, {q['shape'][0]}² centre crop)",
+        "",
+        f"The papers' degradation (input {q['input_psnr']:.2f} dB); target: Richardson-"
+        f"Lucy at its best iteration count (n={q['rl_oracle_n']}, chosen with the ground "
+        f"truth), **{q['rl_oracle_psnr']:.2f} dB**. Default config "
+        f"({q['config']['name']}, {q['config']['steps']} steps, batch "
+        f"{q['config']['batch_size']} × {q['config']['patch_size']}²), PSNR of the "
+        f"test-time-augmented output checked every {q['config']['validate_every']} steps "
+        "(the checks' time not counted); training stops when it reaches the target.",
+        "",
+    ]
+    rows = []
+    for r in q["runs"]:
+        rows.append(
             [
-                "system",
-                "reached at step",
-                "training s (to target or end)",
-                "s/step",
-                "compile s",
-                "last PSNR",
-                "PSNR by step",
-            ],
-            rows,
+                r["system"],
+                str(r["reached_step"]) if r["reached_step"] else f"not in {r['steps_run']}",
+                f"{r['train_s']:.1f}",
+                f"{r['seconds_per_step']:.3f}",
+                C.fmt(r["compile_s"], 1),
+                f"{r['final_psnr']:.2f}",
+                ", ".join(f"{s}: {v:.2f}" for s, v in r["curve"]),
+            ]
         )
-    return "\n".join(lines) + "\n"
+    lines += C.table(
+        [
+            "system",
+            "reached at step",
+            "training s (to target or end)",
+            "s/step",
+            "compile s",
+            "last PSNR",
+            "PSNR by step",
+        ],
+        rows,
+    )
+    return lines
 
 
 if __name__ == "__main__":

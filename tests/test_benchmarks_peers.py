@@ -61,6 +61,8 @@ def test_peers_arguments_and_case_list_without_torch(tmp_path):
     assert args.jdeconv_results == [tmp_path / n for n in peers.DEFAULT_RESULTS]
     some = peers.parse_args(["--cells", "ssi_ring/*/*", "--methods", "rl", "n2v", "rl"])
     assert {c[0] for c in some.cases} == {"ssi_ring"} and some.methods == ["rl", "n2v"]
+    assert args.network_cases is None  # the networks run on every case by default
+    assert peers.parse_args(["--network-cases", "a/*"]).network_cases == ["a/*"]
     tiny = peers.parse_args(["--tiny"])
     assert tiny.size == 64 and tiny.tag == "tiny" and len(tiny.cases) == 2
     for bad in (["--patch", "30"], ["--epochs", "0"], ["--methods", "deepwiener"]):
