@@ -18,7 +18,10 @@ sdeconv methods (``--methods``), all with the image mirror-padded by 13 pixels
   count restarts from the image, so not every count);
 * ``spitfire`` — ``spitfire`` (Hessian-sparse variational deconvolution, up to 2500 Adam
   iterations) at its defaults (``weight=0.6, reg=0.995``), and the best of
-  ``--spitfire-regs`` if given;
+  ``--spitfire-regs`` if given. Slow here: its 'same' blur is a direct 17²/25²
+  convolution (``torch.nn.Conv2d``), and one iteration on a 256² image took 4.1 s on the
+  busy 2-core CPU (two torch threads, load ~10): up to 2500 iterations, hours per image,
+  so the committed quick run leaves it out (``--methods``);
 * ``ssnn`` — ``SelfSupervisedNNDeconv``: a U-Net (32, 64, 128 channels) trained on the
   one image with sdeconv's self-supervised loss (reconvolved MSE + Spitfire's Hessian
   term), its defaults: ``--epochs`` 25, 32² patches at stride 16, batch 300 (fixed in
@@ -409,6 +412,12 @@ def write_markdown(path: Path, result: dict) -> None:
         f"iterations and oracle count in {cfg['rl_counts']}; Spitfire: defaults (weight 0.6, "
         f"reg 0.995)"
         + (f", oracle over reg {cfg['spitfire_regs']}" if cfg["spitfire_regs"] else "")
+        + (
+            ""
+            if "spitfire" in cfg["methods"]
+            else " — **not run**: 4.1 s per iteration on a 256² image here, up to 2500 "
+            "iterations (hours per image; see the script's docstring)"
+        )
         + ".",
         f"- Self-supervised networks: sdeconv's defaults — U-Net (32, 64, 128), "
         f"{cfg['epochs']} epochs, {cfg['patch']}² patches at stride {cfg['patch'] // 2}, "
