@@ -698,11 +698,12 @@ def reconvolve(x, psf, *, method: str = "fft", padding: str = "reflect", slab_vo
     """
     n = x.shape[0]
     half = psf.shape[0] // 2
-    step = max(1, slab_voxels // max(1, math.prod(x.shape[1:])))
+    step = max(psf.shape[0], slab_voxels // max(1, math.prod(x.shape[1:])))
     out = np.empty(x.shape, np.float32)
     for start in range(0, n, step):
         stop = min(start + step, n)
         lo, hi = max(0, start - half), min(n, stop + half)
+        lo = max(0, min(lo, hi - psf.shape[0]))  # a short last slab: more real neighbours
         slab = np.asarray(x[lo:hi], np.float32)
         g = make_forward(psf, slab.shape, method=method, padding=padding)
         blurred = np.asarray(_blur(g, jnp.asarray(slab)))
