@@ -14,6 +14,10 @@ Two parts, each writing benchmarks/results/scale-<tag>.md/.json (and a plot):
   and streams the lazy result into an OME-Zarr store. The network is the default one
   (``Config.default(ndim)``, untrained weights: speed and memory do not depend on them).
   ``--fit-steps N`` adds a short ``jdeconv.fit`` on the 2D image per source and mode.
+- ``--part cli``: the issue's done-when command, ``jdeconv deconvolve stack.ome.zarr
+  --psf psf.tif -o out.ome.zarr --steps 20 --no-tta`` on a ``--cli-z``×1024×1024
+  uint16 OME-Zarr, under ``/usr/bin/time -v``, then again with ``--workers 2``; checks
+  the output's axes and pixel sizes and the largest difference between the two.
 - ``--part quality``: the same phantom at 2D 2048² and 3D 32×512×512, fitted with
   the same config and seed twice: whole-array training (``sampling="whole"``) and
   bounded region training (``sampling="regions"``); PSNR of both against the ground
@@ -326,6 +330,65 @@ def quality_part(args) -> dict:
     return {"rows": rows}
 
 
+def cli_part(args) -> dict:
+    """The issue's done-when command on an OME-Zarr volume, locally and with --workers 2."""
+    data = Path(args.data)
+    data.mkdir(parents=True, exist_ok=True)
+    shape = (args.cli_z, args.yx, args.yx)
+    files = make_inputs(data, f"scale-3d-z{shape[0]}-{'x'.join(map(str, shape))}", shape)
+    rows, outputs = [], {}
+    for workers in (None, 2):
+        out = data / f"cli-{'local' if workers is None else f'workers{workers}'}.ome.zarr"
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, "-m", "jdeconv", "deconvolve", str(files["zarr"]), "--psf",
+               str(files["psf"]), "-o", str(out), "--steps", str(args.cli_steps), "--no-tta",
+               "--quiet", *args.cli_extra]  # fmt: skip
+        if workers:
+            cmd += ["--workers", str(workers)]
+        print("running", " ".join(cmd[1:]), flush=True)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            ["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env
+        )
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cmd} failed:\n{proc.stderr[-3000:]}")
+        rss = next(
+            int(line.split(":")[1]) / 1024
+            for line in proc.stderr.splitlines()
+            if "Maximum resident set size" in line
+        )
+        outputs[workers] = out
+        rows.append(
+            {
+                "command": "jdeconv " + " ".join(cmd[3:]),
+                "workers": workers,
+                "wall_s": wall,
+                "peak_rss_mb": rss,
+                "stdout": proc.stdout.strip(),
+            }
+        )
+        print(f"  {wall:.0f} s, peak RSS {rss:.0f} MB", flush=True)
+    from jdeconv.zarr_io import read_ome_zarr
+
+    _, source_meta = read_ome_zarr(files["zarr"])
+    local, meta = read_ome_zarr(outputs[None])
+    distributed, _ = read_ome_zarr(outputs[2])
+    diff = float(abs(local.astype("float64") - distributed.astype("float64")).max().compute())
+    checks = {
+        "shape": list(local.shape),
+        "input_axes": source_meta.axes,
+        "output_axes": meta.axes,
+        "input_pixel_size": list(source_meta.pixel_size),
+        "output_pixel_size": list(meta.pixel_size),
+        "max_abs_diff_workers2_vs_local": diff,
+    }
+    for out in outputs.values():
+        shutil.rmtree(out, ignore_errors=True)
+    return {"rows": rows, "checks": checks}
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -362,6 +425,21 @@ def report(args, part: dict, info: dict) -> None:
         lines += common.table(header, body, "lllllrrr")
         _plot(part["rows"], stem.with_suffix(".png"), common)
         lines += ["", f"![peak memory and time against volume size]({stem.name}.png)"]
+    elif args.part == "cli":
+        c = part["checks"]
+        lines += [
+            "- Peak RSS: `/usr/bin/time -v` (Maximum resident set size) of the `jdeconv` "
+            "process; with `--workers` the worker processes are separate (not included).",
+            f"- Output: shape {c['shape']}, axes {c['output_axes']} (input {c['input_axes']}), "
+            f"pixel sizes {c['output_pixel_size']} µm (input {c['input_pixel_size']}); "
+            f"`--workers 2` vs local: max abs difference {c['max_abs_diff_workers2_vs_local']:g}.",
+            "",
+        ]
+        body = [
+            [f"`{r['command']}`", f"{r['wall_s']:.0f}", f"{r['peak_rss_mb']:.0f}"]
+            for r in part["rows"]
+        ]
+        lines += common.table(["command", "wall s", "peak RSS MB"], body, "lrr")
     else:
         lines += [
             '- Same phantom, PSF, config and seed; `sampling="whole"` holds the standardised '
@@ -433,7 +511,12 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--case", help=argparse.SUPPRESS)
-    p.add_argument("--part", choices=("inference", "quality"), default="inference")
+    p.add_argument("--part", choices=("inference", "quality", "cli"), default="inference")
+    p.add_argument("--cli-z", type=int, default=64, help="cli: volume depth (Z×YX×YX)")
+    p.add_argument("--cli-steps", type=int, default=20, help="cli: --steps")
+    p.add_argument(
+        "--cli-extra", nargs="*", default=[], help="cli: more options, e.g. --max-memory=1GB"
+    )
     p.add_argument(
         "--data",
         default=str(Path(tempfile.gettempdir()) / "jdeconv-scale"),
@@ -466,7 +549,7 @@ def main(argv=None) -> int:
     import _common as common
 
     info = common.machine_info()
-    part = inference_part(args) if args.part == "inference" else quality_part(args)
+    part = {"inference": inference_part, "quality": quality_part, "cli": cli_part}[args.part](args)
     report(args, part, info)
     return 0
 
