@@ -225,10 +225,6 @@ class Prepared:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.x.shape if self.x is not None else self.source.shape)
 
-    def image(self):
-        """The image inference reads: ``x`` (standardised) or the source (raw)."""
-        return self.x if self.x is not None else self.source
-
     def standardised_prediction(self, model: FittedModel, *, max_memory=None) -> np.ndarray:
         """The model's output on the whole image (standardised frame, float32)."""
         if self.x is not None:
@@ -535,7 +531,7 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
     pending = []
     try:
         for i in range(cfg.steps):
-            if next_regions is not None and i % sampler.refresh_every == 0:
+            if next_regions is not None and i > 0 and i % sampler.refresh_every == 0:
                 x_train = jax.device_put(next_regions.result(), replicated)
                 refresh = i // sampler.refresh_every + 1
                 more = refresh * sampler.refresh_every < cfg.steps

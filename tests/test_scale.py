@@ -141,8 +141,16 @@ def test_blur_dask_equals_the_whole_blur():
     np.testing.assert_allclose(lazy.compute(scheduler="sync"), whole, rtol=0, atol=1e-5)
 
 
-def test_fit_from_regions_numpy_and_dask_agree_and_train():
+def test_fit_from_regions_numpy_and_dask_agree_and_train(monkeypatch):
     da = pytest.importorskip("dask.array")
+    read = []
+    original = RegionSampler.regions
+
+    def regions(self, refresh):
+        read.append(refresh)
+        return original(self, refresh)
+
+    monkeypatch.setattr(RegionSampler, "regions", regions)
     rng = np.random.default_rng(0)
     image = (rng.random((64, 72)) * 1000).astype(np.uint16)
     psf = gaussian_psf((5, 5), 1.0)
@@ -158,6 +166,7 @@ def test_fit_from_regions_numpy_and_dask_agree_and_train():
     )
     sampling = RegionSampling(regions=3, refresh_every=2)
     eager = jdeconv.fit(image, psf, cfg, verbose=False, sampling=sampling)
+    assert read == [0, 1, 2]  # 6 steps, a new set every 2: each set read once, in order
     lazy = jdeconv.fit(da.from_array(image, chunks=32), psf, cfg, verbose=False, sampling=sampling)
     assert isinstance(lazy.deconvolved, da.Array) and lazy.timings["voxels_per_second"] is None
     assert eager.history["loss"] == lazy.history["loss"]  # the same regions and patches
