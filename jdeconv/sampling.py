@@ -1,33 +1,37 @@
-"""Training on large images with bounded memory: patches from a few lazily read regions.
+"""Training on large images with bounded memory: the next steps' patches, read ahead.
 
 Whole-array training standardises the image, copies it to the device and cuts random
 patches from it, so its memory grows with the image. Above
 :data:`BOUNDED_TRAINING_VOXELS` voxels, and always for a lazy (dask/Zarr) input,
-:func:`jdeconv.fit` trains from a :class:`RegionSampler` instead:
+:func:`jdeconv.fit` trains from a :class:`RegionSampler` instead. The regions it reads
+are exactly the patches training will use:
 
 1. **Statistics** (mean/std, or percentiles, and the range) are computed in one pass that
    reads the image a block at a time (:func:`jdeconv._checks.image_statistics`).
-2. **Regions.** ``regions`` blocks of ``region_factor`` × the patch shape per axis
-   (clipped to the image) are read from the image at corners drawn uniformly at random,
-   standardised to float32 and stacked into one ``(K, *region)`` array: the only image
-   data training holds. Every ``refresh_every`` steps a new set is read (refresh ``r``
-   draws its corners from ``fold_in(key, r)``), in a background thread while the
-   current set trains, so at most two sets are in memory.
-3. **Patches.** The jitted train step draws each patch's region uniformly
-   (:func:`sample_region_patch`), then a uniform crop inside it and the usual
-   rotation/flip, exactly as whole-array training crops the image.
+2. **Regions.** Where the patches of step ``t`` lie depends only on the run's key, the
+   step and the shapes (``fold_in(key, t)``, then the per-patch keys of
+   :func:`jdeconv.train.sample_patch`). So the sampler computes, on the host, the
+   corners of every patch of the next ``refresh_every`` steps, reads those
+   ``refresh_every × batch_size`` crops from the image (one ``dask.compute`` for a dask
+   image, so a chunk is loaded once per read), standardises them to float32 and stacks
+   them. The set for the steps after is read in a background thread while these train,
+   so at most two sets are in memory.
+3. **Patches.** The jitted train step takes its step's crops from the stack and applies
+   :func:`jdeconv.train.sample_patch` to each with the patch's own key: on a crop of the
+   patch's size the crop offset is 0 and the rotation/flip are those of whole-array
+   training. Patches, masks and augmentations are therefore the same as whole-array
+   training with the same seed, and so are the losses up to float rounding of the
+   statistics (``tests/test_scale.py`` checks it).
 4. **Held-out pixels.** Model selection evaluates held-out pixels of a centre window of
-   at most :data:`jdeconv.selection.VALIDATION_REGION` (as whole-array training does).
-   That window is read once and its pixels held out there only; every region that
-   overlaps the window takes the window's hidden values over the overlap, so no held-out
-   value ever reaches training.
+   at most :data:`jdeconv.selection.VALIDATION_REGION` (where whole-array training
+   evaluates them too). That window is read once and its pixels held out there only;
+   every crop that overlaps the window takes the window's hidden values, so no held-out
+   value reaches training. (Whole-array training also hides 1 % of the pixels outside
+   the window, which it never evaluates: the one difference between the two.)
 
-Memory is then ``2 × K × prod(region)`` float32 values plus the validation window,
-whatever the image's size (4 MiB of regions in 2D and 16 MiB in 3D with the default
-sizes). A patch position is a uniform region corner plus a uniform offset inside the
-region, so pixels within a region side of the image's edge are drawn a little less
-often than in whole-array training; everything else (network, masks, losses, keys of
-the masks and augmentations) is the same, and benchmarks/scale.py compares the two.
+Memory is ``2 × refresh_every × batch_size × prod(patch)`` float32 values plus the
+validation window, whatever the image's size: 5 MiB in 2D and 12 MiB in 3D with the
+CPU defaults.
 """
 
 from __future__ import annotations
@@ -40,15 +44,15 @@ import numbers
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
+from ._checks import is_dask_array
 from .selection import VALIDATION_REGION, hold_out
 
 __all__ = [
     "BOUNDED_TRAINING_VOXELS",
     "RegionSampling",
     "RegionSampler",
-    "sample_region_patch",
+    "patch_corners",
     "use_regions",
 ]
 
@@ -62,50 +66,20 @@ class RegionSampling:
     """How :class:`RegionSampler` reads a large image for training (module docstring).
 
     Attributes:
-      regions: how many regions are held at a time (K); None: as many as fit in
-        ``max_voxels``, between 2 and 64.
-      region_factor: region side per axis as a multiple of the patch side (clipped to
-        the image).
-      refresh_every: steps between two reads of a new set of regions.
-      max_voxels: voxels of one set of regions when ``regions`` is None.
+      refresh_every: steps whose patches are read at once (the next set is read while
+        they train); memory grows with it, the number of reads shrinks.
 
     Example:
-      >>> RegionSampling(refresh_every=5).region_shape((64, 64), (2048, 2048))
-      (128, 128)
+      >>> RegionSampling(refresh_every=5).refresh_every
+      5
     """
 
-    regions: int | None = None
-    region_factor: int = 2
     refresh_every: int = 10
-    max_voxels: int = 2**20
 
     def __post_init__(self):
-        for name, minimum in (("region_factor", 1), ("refresh_every", 1), ("max_voxels", 1)):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, numbers.Integral)
-                or value < minimum
-            ):
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-        if self.regions is not None and (
-            isinstance(self.regions, bool)
-            or not isinstance(self.regions, numbers.Integral)
-            or self.regions < 1
-        ):
-            raise ValueError(f"regions must be a positive integer or None, got {self.regions!r}.")
-
-    def region_shape(self, patch_shape, image_shape) -> tuple[int, ...]:
-        """The region shape for patches of ``patch_shape`` in an image of ``image_shape``."""
-        return tuple(
-            min(n, self.region_factor * p) for p, n in zip(patch_shape, image_shape, strict=True)
-        )
-
-    def count(self, region_shape) -> int:
-        """K: the number of regions held at a time."""
-        if self.regions is not None:
-            return self.regions
-        return int(min(64, max(2, self.max_voxels // math.prod(region_shape))))
+        value = self.refresh_every
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"refresh_every must be an integer >= 1, got {value!r}.")
 
 
 def use_regions(image, sampling) -> bool:
@@ -132,34 +106,45 @@ def _is_lazy(image) -> bool:
     return not isinstance(image, (np.ndarray, jax.Array, list, tuple, numbers.Number))
 
 
-def sample_region_patch(key: jax.Array, regions: jax.Array, patch_shape, *, augment: bool = True):
-    """One random patch from a stack of regions ``(K, *spatial)``: a uniform region, then
-    a uniform crop and rotation/flip as :func:`jdeconv.train.sample_patch`.
+def patch_corners(key: jax.Array, steps, image_shape, patch_shape, *, batch_size: int):
+    """The corners of the patches that the train step draws at ``steps``.
+
+    The same draws as :func:`jdeconv.train.make_train_step` makes inside the step for an
+    image of ``image_shape``: ``fold_in(key, step)``, the first ``batch_size`` of its
+    ``2 * batch_size`` keys, and the crop key of :func:`jdeconv.train.sample_patch`.
+
+    Returns:
+      int array ``(len(steps), batch_size, ndim)``.
 
     Example:
-      >>> sample_region_patch(jax.random.key(0), jnp.zeros((3, 20, 24)), (8, 8)).shape
-      (8, 8)
+      >>> patch_corners(jax.random.key(0), [0, 1], (40, 30), (8, 8), batch_size=3).shape
+      (2, 3, 2)
     """
-    from .train import sample_patch
+    highs = jnp.array([n - p + 1 for n, p in zip(image_shape, patch_shape, strict=True)])
 
-    pick_key, patch_key = jax.random.split(key)
-    k = jax.random.randint(pick_key, (), 0, regions.shape[0])
-    region = lax.dynamic_index_in_dim(regions, k, keepdims=False)
-    return sample_patch(patch_key, region, patch_shape, augment=augment)
+    def one_step(step):
+        step_key = jax.random.fold_in(key, step)
+        patch_keys = jnp.split(jax.random.split(step_key, 2 * batch_size), 2)[0]
+        crop_keys = jax.vmap(lambda k: jax.random.split(k, 3)[0])(patch_keys)
+        return jax.vmap(lambda k: jax.random.randint(k, (len(image_shape),), 0, highs))(crop_keys)
+
+    return np.asarray(jax.vmap(one_step)(jnp.asarray(steps, jnp.uint32)), dtype=np.int64)
 
 
 class RegionSampler:
-    """Reads the training data of a large image: sets of regions and a validation window.
+    """Reads the training data of a large image: the crops of the next steps' patches
+    and a validation window (module docstring).
 
-    Only :meth:`regions` and :meth:`validation` read pixels, each a bounded slice of
-    ``image`` (``image[slices]`` converted to NumPy), standardised as
-    ``(image - offset) / scale`` in float64 and stored as float32.
+    Only :meth:`regions` and the constructor read pixels, each a patch-sized (or the
+    validation window's) slice of ``image`` converted to NumPy and standardised as
+    ``(image - offset) / scale`` in float64, stored as float32.
 
     Args:
       image: a 2D/3D array that slices to NumPy (NumPy, memory map, dask, Zarr).
       patch_shape: the training patch shape.
       offset, scale: the standardisation.
-      key: the sampler's ``jax.random`` key (region corners).
+      key: the train step's key (``Prepared.train_key``).
+      batch_size: patches per step.
       validation_key: the key of the held-out pixels (None: none held out).
       validation_fraction: the fraction held out in the validation window.
       settings: a :class:`RegionSampling`.
@@ -167,9 +152,9 @@ class RegionSampler:
     Example:
       >>> image = np.random.default_rng(0).random((300, 200))
       >>> s = RegionSampler(image, (32, 32), offset=0.5, scale=0.3, key=jax.random.key(0),
-      ...                   settings=RegionSampling(regions=4))
+      ...                   batch_size=4, settings=RegionSampling(refresh_every=5))
       >>> s.regions(0).shape
-      (4, 64, 64)
+      (20, 32, 32)
     """
 
     def __init__(
@@ -180,62 +165,73 @@ class RegionSampler:
         offset: float,
         scale: float,
         key: jax.Array,
+        batch_size: int,
         validation_key: jax.Array | None = None,
         validation_fraction: float = 0.0,
         settings: RegionSampling | None = None,
     ):
         self.image = image
         self.shape = tuple(int(n) for n in image.shape)
+        self.patch_shape = tuple(int(p) for p in patch_shape)
         self.settings = settings or RegionSampling()
-        self.offset, self.scale = float(offset), float(scale)
-        self.region_shape = self.settings.region_shape(patch_shape, self.shape)
-        self.count = self.settings.count(self.region_shape)
-        self.key = key
         self.refresh_every = self.settings.refresh_every
+        self.batch_size = int(batch_size)
+        self.offset, self.scale = float(offset), float(scale)
+        self.key = key
         self.window = tuple(
             slice((n - min(n, lim)) // 2, (n - min(n, lim)) // 2 + min(n, lim))
             for n, lim in zip(self.shape, VALIDATION_REGION[len(self.shape)], strict=True)
         )
         self._val = None
         if validation_key is not None and validation_fraction > 0:
-            x = self._read(self.window)
-            x_train, held_out = hold_out(
-                validation_key, jnp.asarray(x), fraction=validation_fraction
-            )
-            self._val = (np.asarray(x_train), x, np.asarray(held_out))
+            (x,) = self._read([self.window])
+            x_train, held = hold_out(validation_key, jnp.asarray(x), fraction=validation_fraction)
+            self._val = (np.asarray(x_train), x, np.asarray(held))
         self._pool = None
 
     @property
     def voxels(self) -> int:
-        """Voxels of one set of regions."""
-        return self.count * math.prod(self.region_shape)
+        """Voxels of one set of crops (``refresh_every × batch_size`` patches)."""
+        return self.refresh_every * self.batch_size * math.prod(self.patch_shape)
 
-    def _read(self, slices) -> np.ndarray:
-        block = np.array(self.image[tuple(slices)], dtype=np.float64)
-        block -= self.offset
-        block /= self.scale
-        return block.astype(np.float32)
+    def _read(self, slices_list) -> list[np.ndarray]:
+        blocks = [self.image[tuple(s)] for s in slices_list]
+        if is_dask_array(self.image):
+            import dask
 
-    def corners(self, refresh: int) -> np.ndarray:
-        """The ``(K, ndim)`` region corners of set ``refresh`` (uniform over the image)."""
-        highs = jnp.array([n - r + 1 for n, r in zip(self.shape, self.region_shape, strict=True)])
-        keys = jax.random.split(jax.random.fold_in(self.key, refresh), self.count)
-        starts = jax.vmap(lambda k: jax.random.randint(k, (len(self.shape),), 0, highs))(keys)
-        return np.asarray(starts, dtype=np.int64)
-
-    def regions(self, refresh: int) -> np.ndarray:
-        """Set ``refresh`` of regions, ``(K, *region_shape)`` float32, held-out pixels hidden."""
-        out = np.empty((self.count, *self.region_shape), np.float32)
-        for i, corner in enumerate(self.corners(refresh)):
-            slices = tuple(
-                slice(int(c), int(c) + r) for c, r in zip(corner, self.region_shape, strict=True)
-            )
-            out[i] = self._read(slices)
-            if self._val is not None:
-                self._hide_held_out(out[i], slices)
+            blocks = dask.compute(*blocks)  # one graph: each chunk loaded once
+        out = []
+        for block in blocks:
+            block = np.array(block, dtype=np.float64)
+            block -= self.offset
+            block /= self.scale
+            out.append(block.astype(np.float32))
         return out
 
-    def _hide_held_out(self, region: np.ndarray, slices) -> None:
+    def corners(self, refresh: int) -> np.ndarray:
+        """``(refresh_every * batch_size, ndim)``: the patch corners of set ``refresh``,
+        step by step (the steps ``refresh * refresh_every`` onwards)."""
+        first = refresh * self.refresh_every
+        steps = np.arange(first, first + self.refresh_every)
+        corners = patch_corners(
+            self.key, steps, self.shape, self.patch_shape, batch_size=self.batch_size
+        )
+        return corners.reshape(-1, len(self.shape))
+
+    def regions(self, refresh: int) -> np.ndarray:
+        """Set ``refresh``: the crops ``(refresh_every * batch_size, *patch_shape)`` in
+        float32, held-out pixels hidden."""
+        slices = [
+            tuple(slice(int(c), int(c) + p) for c, p in zip(corner, self.patch_shape, strict=True))
+            for corner in self.corners(refresh)
+        ]
+        crops = np.stack(self._read(slices))
+        if self._val is not None:
+            for crop, where in zip(crops, slices, strict=True):
+                self._hide_held_out(crop, where)
+        return crops
+
+    def _hide_held_out(self, crop: np.ndarray, slices) -> None:
         # The overlap with the validation window takes the window's training values.
         overlap = [
             (max(s.start, w.start), min(s.stop, w.stop))
@@ -243,14 +239,14 @@ class RegionSampler:
         ]
         if any(lo >= hi for lo, hi in overlap):
             return
-        in_region = tuple(
+        in_crop = tuple(
             slice(lo - s.start, hi - s.start) for (lo, hi), s in zip(overlap, slices, strict=True)
         )
         in_window = tuple(
             slice(lo - w.start, hi - w.start)
             for (lo, hi), w in zip(overlap, self.window, strict=True)
         )
-        region[in_region] = self._val[0][in_window]
+        crop[in_crop] = self._val[0][in_window]
 
     def validation(self):
         """``(x_train, x, held_out)`` of the validation window, or None without held-out
@@ -266,7 +262,7 @@ class RegionSampler:
         return self._pool.submit(self.regions, refresh)
 
     def close(self) -> None:
-        """Stop the background reader (pending reads finish first)."""
+        """Stop the background reader (a read in progress finishes first)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -375,7 +375,8 @@ def _prepare_regions(image, psf, cfg, *, normalize_psf: bool, settings) -> Prepa
         cfg.patch_shape(ndim),
         offset=offset,
         scale=scale,
-        key=jax.random.fold_in(key, 1),
+        key=train_key,
+        batch_size=cfg.data.batch_size,
         validation_key=val_key if cfg.validation.fraction > 0 else None,
         validation_fraction=cfg.validation.fraction,
         settings=settings,
@@ -495,7 +496,7 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
     state = init_state(params, tx)
     key, x_train = prepared.train_key, prepared.x_train
     sampler, next_regions = prepared.sampler, None
-    if sampler is not None:  # a large image: train on a set of regions, the next one read meanwhile
+    if sampler is not None:  # a large image: the coming steps' crops, the next set read meanwhile
         x_train = jnp.asarray(sampler.regions(0))
         if sampler.refresh_every < cfg.steps:
             next_regions = sampler.prefetch(1)

@@ -12,7 +12,7 @@ from jdeconv.sampling import (
     BOUNDED_TRAINING_VOXELS,
     RegionSampler,
     RegionSampling,
-    sample_region_patch,
+    patch_corners,
     use_regions,
 )
 from jdeconv.stages import reconvolve
@@ -38,15 +38,16 @@ def _slice_shape(index):
 
 
 @pytest.mark.parametrize("shape,patch", [((300, 260), (16, 16)), ((40, 200, 180), (8, 16, 16))])
-def test_sampler_reads_only_its_bounded_regions(shape, patch):
+def test_sampler_reads_only_the_coming_patches(shape, patch):
     image = Recorder((np.random.default_rng(0).random(shape) * 1000).astype(np.uint16))
-    settings = RegionSampling(regions=5, refresh_every=3)
+    settings = RegionSampling(refresh_every=3)
     sampler = RegionSampler(
         image,
         patch,
         offset=500.0,
         scale=300.0,
         key=jax.random.key(1),
+        batch_size=4,
         validation_key=jax.random.key(2),
         validation_fraction=0.05,
         settings=settings,
@@ -54,22 +55,37 @@ def test_sampler_reads_only_its_bounded_regions(shape, patch):
     # Construction reads the validation window once, and nothing else.
     assert [_slice_shape(r) for r in image.reads] == [_slice_shape(sampler.window)]
     image.reads.clear()
-    region = settings.region_shape(patch, shape)
     for refresh in range(4):
         stack = sampler.regions(refresh)
-        assert stack.shape == (5, *region) and stack.dtype == np.float32
-        corners = sampler.corners(refresh)
+        assert stack.shape == (3 * 4, *patch) and stack.dtype == np.float32
         reads, image.reads = image.reads, []
-        # Exactly one read per region, of the region's shape at its corner, inside the image.
-        assert [tuple(s.start for s in r) for r in reads] == [tuple(c) for c in corners]
-        assert all(_slice_shape(r) == region for r in reads)
+        # One read per patch of the 3 coming steps, at its corner, inside the image.
+        assert [tuple(s.start for s in r) for r in reads] == [
+            tuple(c) for c in sampler.corners(refresh)
+        ]
+        assert all(_slice_shape(r) == tuple(patch) for r in reads)
         assert all(
             0 <= s.start and s.stop <= n for r in reads for s, n in zip(r, shape, strict=True)
         )
         assert sum(np.prod(_slice_shape(r)) for r in reads) == sampler.voxels < image.data.size
-    # The sets differ from refresh to refresh, and repeat for the same refresh index.
     assert not np.array_equal(sampler.corners(0), sampler.corners(1))
     np.testing.assert_array_equal(sampler.corners(2), sampler.corners(2))
+
+
+def test_corners_are_those_the_train_step_draws():
+    # The step draws patch j of step t with fold_in(key, t), the first half of its keys,
+    # and sample_patch's crop key: an unaugmented sample_patch reveals the corner.
+    from jdeconv.train import sample_patch
+
+    key, batch, shape, patch = jax.random.key(3), 3, (40, 30), (8, 8)
+    image = jnp.arange(40 * 30, dtype=jnp.float32).reshape(shape)
+    corners = patch_corners(key, [0, 5], shape, patch, batch_size=batch)
+    for row, step in enumerate([0, 5]):
+        keys = jnp.split(jax.random.split(jax.random.fold_in(key, step), 2 * batch), 2)[0]
+        for j, k in enumerate(keys):
+            crop = np.asarray(sample_patch(k, image, patch, augment=False))
+            y, x = corners[row, j]
+            np.testing.assert_array_equal(crop, np.asarray(image[y : y + 8, x : x + 8]))
 
 
 def test_held_out_pixels_never_reach_training():
@@ -80,32 +96,23 @@ def test_held_out_pixels_never_reach_training():
         offset=0.0,
         scale=1.0,
         key=jax.random.key(0),
+        batch_size=8,
         validation_key=jax.random.key(1),
         validation_fraction=0.2,
-        settings=RegionSampling(regions=8, region_factor=2),
+        settings=RegionSampling(refresh_every=2),
     )
     x_train, x, held = sampler.validation()
     assert held.any() and np.array_equal(x, data.astype(np.float32))
     hidden = 0
     for refresh in range(3):
-        for corner, region in zip(sampler.corners(refresh), sampler.regions(refresh), strict=True):
-            y, xx = (slice(int(c), int(c) + 64) for c in corner)
-            # Every held-out pixel inside a region carries the hidden (training) value.
+        for corner, crop in zip(sampler.corners(refresh), sampler.regions(refresh), strict=True):
+            y, xx = (slice(int(c), int(c) + 32) for c in corner)
+            # Every held-out pixel inside a crop carries the hidden (training) value.
             mask = held[y, xx]
-            np.testing.assert_array_equal(region[mask], x_train[y, xx][mask])
-            assert not np.any(region[mask] == x[y, xx][mask])
+            np.testing.assert_array_equal(crop[mask], x_train[y, xx][mask])
+            assert not np.any(crop[mask] == x[y, xx][mask])
             hidden += int(mask.sum())
     assert hidden > 0
-
-
-def test_region_patches_come_from_the_regions():
-    regions = jnp.stack([jnp.full((12, 12), float(k)) for k in range(4)])
-    keys = jax.random.split(jax.random.key(0), 64)
-    patches = jax.vmap(lambda k: sample_region_patch(k, regions, (4, 4)))(keys)
-    values = np.asarray(patches[:, 0, 0])
-    assert patches.shape == (64, 4, 4)
-    assert set(values.tolist()) == {0.0, 1.0, 2.0, 3.0}  # every region drawn
-    assert np.all(np.asarray(patches) == values[:, None, None])  # one region per patch
 
 
 def test_use_regions_threshold_and_choices():
@@ -141,6 +148,31 @@ def test_blur_dask_equals_the_whole_blur():
     np.testing.assert_allclose(lazy.compute(scheduler="sync"), whole, rtol=0, atol=1e-5)
 
 
+def _tiny_cfg(**changes):
+    return jdeconv.Config(
+        steps=6,
+        batch_size=2,
+        patch_size=16,
+        depth=2,
+        base_channels=4,
+        tta=False,
+        tile_halo=28,
+        **changes,
+    )
+
+
+def test_region_training_is_whole_array_training():
+    # With nothing held out the two see the same patches, masks and augmentations: the
+    # same losses and images up to the float rounding of the statistics.
+    image = (np.random.default_rng(0).random((64, 72)) * 1000).astype(np.uint16)
+    psf = gaussian_psf((5, 5), 1.0)
+    cfg = _tiny_cfg(validation_fraction=0.0)
+    whole = jdeconv.fit(image, psf, cfg, verbose=False, sampling="whole")
+    regions = jdeconv.fit(image, psf, cfg, verbose=False, sampling=RegionSampling(refresh_every=4))
+    np.testing.assert_allclose(regions.history["loss"], whole.history["loss"], rtol=1e-5)
+    np.testing.assert_allclose(regions.deconvolved, whole.deconvolved, rtol=1e-4, atol=1e-2)
+
+
 def test_fit_from_regions_numpy_and_dask_agree_and_train(monkeypatch):
     da = pytest.importorskip("dask.array")
     read = []
@@ -151,26 +183,16 @@ def test_fit_from_regions_numpy_and_dask_agree_and_train(monkeypatch):
         return original(self, refresh)
 
     monkeypatch.setattr(RegionSampler, "regions", regions)
-    rng = np.random.default_rng(0)
-    image = (rng.random((64, 72)) * 1000).astype(np.uint16)
+    image = (np.random.default_rng(0).random((64, 72)) * 1000).astype(np.uint16)
     psf = gaussian_psf((5, 5), 1.0)
-    cfg = jdeconv.Config(
-        steps=6,
-        batch_size=2,
-        patch_size=16,
-        depth=2,
-        base_channels=4,
-        tta=False,
-        tile_halo=28,
-        validate_every=3,
-    )
-    sampling = RegionSampling(regions=3, refresh_every=2)
+    cfg = _tiny_cfg(validate_every=3)
+    sampling = RegionSampling(refresh_every=2)
     eager = jdeconv.fit(image, psf, cfg, verbose=False, sampling=sampling)
     assert read == [0, 1, 2]  # 6 steps, a new set every 2: each set read once, in order
     lazy = jdeconv.fit(da.from_array(image, chunks=32), psf, cfg, verbose=False, sampling=sampling)
     assert isinstance(lazy.deconvolved, da.Array) and lazy.timings["voxels_per_second"] is None
-    assert eager.history["loss"] == lazy.history["loss"]  # the same regions and patches
+    np.testing.assert_allclose(lazy.history["loss"], eager.history["loss"], rtol=1e-5)
     assert len(eager.history["val_loss"]) == 2
-    np.testing.assert_allclose(lazy.deconvolved.compute(), eager.deconvolved, atol=1e-3)
-    np.testing.assert_allclose(lazy.reconvolved.compute(), eager.reconvolved, atol=1e-3)
+    np.testing.assert_allclose(lazy.deconvolved.compute(), eager.deconvolved, atol=1e-2)
+    np.testing.assert_allclose(lazy.reconvolved.compute(), eager.reconvolved, atol=1e-2)
     assert eager.deconvolved.shape == image.shape and eager.deconvolved.dtype == np.float32
