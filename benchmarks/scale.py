@@ -224,38 +224,36 @@ def inference_part(args) -> dict:
     try:
         for name, shape in shapes:
             files = make_inputs(data, f"scale-{name}-{'x'.join(map(str, shape))}", shape)
-            for source in args.sources:
-                for mode in args.modes:
-                    spec = dict(
-                        kind="inference",
-                        source=source,
-                        mode=mode,
-                        path=str(files[source]),
-                        out=str(work / f"{name}-{source}-{mode}.ome.zarr"),
-                    )
-                    print(f"inference {name} {shape} {source} {mode} ...", flush=True)
-                    rec = measure(spec)
-                    rows.append(
-                        {
-                            "case": "inference",
-                            "image": name,
-                            "shape": shape,
-                            "source": source,
-                            "mode": mode,
-                            **rec,
-                        }
-                    )
-                    print(
-                        f"  {rec['wall_s']:.1f} s, {rec['voxels_per_s'] / 1e6:.3f} Mvox/s, "
-                        f"peak RSS {rec['peak_rss_mb']:.0f} MB",
-                        flush=True,
-                    )
-                    shutil.rmtree(work / f"{name}-{source}-{mode}.ome.zarr", ignore_errors=True)
+            for source, mode in _combos(args):
+                spec = dict(
+                    kind="inference",
+                    source=source,
+                    mode=mode,
+                    path=str(files[source]),
+                    out=str(work / f"{name}-{source}-{mode}.ome.zarr"),
+                )
+                print(f"inference {name} {shape} {source} {mode} ...", flush=True)
+                rec = measure(spec)
+                rows.append(
+                    {
+                        "case": "inference",
+                        "image": name,
+                        "shape": shape,
+                        "source": source,
+                        "mode": mode,
+                        **rec,
+                    }
+                )
+                print(
+                    f"  {rec['wall_s']:.1f} s, {rec['voxels_per_s'] / 1e6:.3f} Mvox/s, "
+                    f"peak RSS {rec['peak_rss_mb']:.0f} MB",
+                    flush=True,
+                )
+                shutil.rmtree(work / f"{name}-{source}-{mode}.ome.zarr", ignore_errors=True)
             if args.fit_steps and name == "2d":
                 for source, mode, sampling in (
                     ("tiff", "memory", "whole"),
                     ("tiff", "memory", "regions"),
-                    ("zarr", "dask", None),
                 ):
                     spec = dict(
                         kind="fit",
@@ -286,6 +284,12 @@ def inference_part(args) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {"rows": rows}
+
+
+def _combos(args):
+    if args.combos:
+        return [tuple(c.split(":")) for c in args.combos]
+    return [(source, mode) for source in args.sources for mode in args.modes]
 
 
 def quality_part(args) -> dict:
@@ -527,6 +531,12 @@ def main(argv=None) -> int:
     p.add_argument("--size-2d", type=int, default=4096)
     p.add_argument("--sources", nargs="+", choices=("tiff", "zarr"), default=["tiff", "zarr"])
     p.add_argument("--modes", nargs="+", choices=("memory", "dask"), default=["memory", "dask"])
+    p.add_argument(
+        "--combos",
+        nargs="+",
+        choices=("tiff:memory", "tiff:dask", "zarr:memory", "zarr:dask"),
+        help="source:mode pairs instead of every --sources × --modes",
+    )
     p.add_argument("--fit-steps", type=int, default=0, help="also a short fit of the 2D image")
     p.add_argument("--steps", type=int, default=150, help="quality: 2D steps")
     p.add_argument("--steps-3d", type=int, default=60, help="quality: 3D steps")
