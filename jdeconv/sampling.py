@@ -19,15 +19,15 @@ are exactly the patches training will use:
 3. **Patches.** The jitted train step takes its step's crops from the stack and applies
    :func:`jdeconv.train.sample_patch` to each with the patch's own key: on a crop of the
    patch's size the crop offset is 0 and the rotation/flip are those of whole-array
-   training. Patches, masks and augmentations are therefore the same as whole-array
-   training with the same seed, and so are the losses up to float rounding of the
-   statistics (``tests/test_scale.py`` checks it).
+   training. Patches, masks, augmentations and held-out pixels are therefore the same as
+   whole-array training with the same seed, and so are the losses up to float rounding of
+   the statistics (``tests/test_scale.py`` checks it).
 4. **Held-out pixels.** Model selection evaluates held-out pixels of a centre window of
    at most :data:`jdeconv.selection.VALIDATION_REGION` (where whole-array training
    evaluates them too). That window is read once and its pixels held out there only;
    every crop that overlaps the window takes the window's hidden values, so no held-out
-   value reaches training. (Whole-array training also hides 1 % of the pixels outside
-   the window, which it never evaluates: the one difference between the two.)
+   value reaches training. Whole-array training holds out the same pixels of the same
+   window (:func:`jdeconv.stages.prepare`).
 
 Memory is ``2 × refresh_every × batch_size × prod(patch)`` float32 values plus the
 validation window, whatever the image's size: 5 MiB in 2D and 12 MiB in 3D with the

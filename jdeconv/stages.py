@@ -1,7 +1,8 @@
 """``fit`` in three stages: prepare → train → infer.
 
 - :func:`prepare` validates the image, PSF and config, standardises the image, picks the
-  held-out pixels (:mod:`jdeconv.selection`) and binds the loss; nothing is compiled yet.
+  held-out pixels (:mod:`jdeconv.selection`; in the centre window where the validation
+  loss is evaluated) and binds the loss; nothing is compiled yet.
   A large or lazy image is not copied: its statistics are computed a block at a time and
   training reads a bounded set of regions from it (:mod:`jdeconv.sampling`).
 - :func:`train` initialises the network, compiles the step once and runs the loop, with
@@ -186,7 +187,8 @@ class Prepared:
       psf: the validated PSF (float32, sum 1).
       x: the standardised image (float32 numpy); None when training from regions.
       x_train: ``x`` with the held-out pixels hidden (device array); None with regions.
-      held_out: bool mask of the held-out pixels, or None.
+      held_out: bool mask of the held-out pixels (all in the validation window,
+        :data:`jdeconv.selection.VALIDATION_REGION` at the centre), or None.
       offset, scale: the standardisation, ``x = (image - offset) / scale``.
       input_range: the input's (min, max), in its own units.
       loss: the loss, its bound terms bound to the input's range.
@@ -342,7 +344,12 @@ def prepare(
     train_key, val_key = jax.random.split(key)
     x_dev = jnp.asarray(x)
     if cfg.validation.fraction > 0:
-        x_train, held_out = hold_out(val_key, x_dev, fraction=cfg.validation.fraction)
+        # Held out only where the validation loss is evaluated (the centre window), as
+        # training from regions does: the two then train on the same pixels.
+        window = _centre_window(x.shape, VALIDATION_REGION[ndim])
+        hidden, held = hold_out(val_key, x_dev[window], fraction=cfg.validation.fraction)
+        x_train = x_dev.at[window].set(hidden)
+        held_out = jnp.zeros(x.shape, bool).at[window].set(held)
     else:
         x_train, held_out = x_dev, None
     return Prepared(cfg, psf, x, x_train, held_out, offset, scale, input_range, loss, train_key)

@@ -161,15 +161,17 @@ def _tiny_cfg(**changes):
     )
 
 
-def test_region_training_is_whole_array_training():
-    # With nothing held out the two see the same patches, masks and augmentations: the
-    # same losses and images up to the float rounding of the statistics.
+@pytest.mark.parametrize("fraction", [0.0, 0.05])
+def test_region_training_is_whole_array_training(fraction):
+    # The two see the same patches, masks, augmentations and held-out pixels: the same
+    # losses and images up to the float rounding of the statistics.
     image = (np.random.default_rng(0).random((64, 72)) * 1000).astype(np.uint16)
     psf = gaussian_psf((5, 5), 1.0)
-    cfg = _tiny_cfg(validation_fraction=0.0)
+    cfg = _tiny_cfg(validation_fraction=fraction, validate_every=3)
     whole = jdeconv.fit(image, psf, cfg, verbose=False, sampling="whole")
     regions = jdeconv.fit(image, psf, cfg, verbose=False, sampling=RegionSampling(refresh_every=4))
     np.testing.assert_allclose(regions.history["loss"], whole.history["loss"], rtol=1e-5)
+    np.testing.assert_allclose(regions.history["val_loss"], whole.history["val_loss"], rtol=1e-5)
     np.testing.assert_allclose(regions.deconvolved, whole.deconvolved, rtol=1e-4, atol=1e-2)
 
 
