@@ -77,12 +77,13 @@ def phantom(shape, seed: int = 0) -> np.ndarray:
 
 
 def psf_for(shape) -> np.ndarray:
-    """A Gaussian PSF, 17 per axis (fewer planes, odd, for a volume thinner than 17)."""
+    """A Gaussian PSF, 17 per axis (in Z at most half the volume's depth, odd, so that
+    3D training patches keep an interior)."""
     from jdeconv.psf import gaussian_psf
 
     if len(shape) == 2:
         return gaussian_psf((17, 17), (2.0, 2.0))
-    kz = min(17, shape[0] - (1 - shape[0] % 2))
+    kz = min(17, (shape[0] // 2) - (1 - (shape[0] // 2) % 2))
     return gaussian_psf((kz, 17, 17), (min(3.0, kz / 4), 1.5, 1.5))
 
 
