@@ -532,6 +532,8 @@ def _plot(rows, path: Path, common) -> None:
         ax_time.plot(v / 1e6, t, "o-", label=f"{source}, {mode}")
     ax_mem.set(xlabel="3D volume (Mvoxel)", ylabel="peak RSS (MB)", title="memory")
     ax_time.set(xlabel="3D volume (Mvoxel)", ylabel="wall time (s)", title="time")
+    ax_mem.set_ylim(bottom=0)
+    ax_time.set_ylim(bottom=0)
     ax_mem.legend()
     common.save_figure(fig, path)
     plt.close(fig)
