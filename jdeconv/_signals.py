@@ -17,7 +17,8 @@ How it works, inside :func:`handling` (the CLI's ``main`` enters it first thing)
    done and which is being written is finished rather than thrown away (writing takes
    a fraction of a second). A second signal skips the wait.
 4. It removes every file registered with :func:`track` (temporary files of
-   :func:`jdeconv._files.atomic_write` and the CLI's output lock files), so nothing
+   :func:`jdeconv._files.atomic_write`, temporary OME-Zarr folders and the CLI's output
+   lock files), so nothing
    half-written and no stale lock is left.
 5. It prints one line, ``jdeconv: interrupted by SIGINT (Ctrl-C); <status>``, where the
    status (e.g. which files of a batch were finished) comes from the caller, flushes
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -161,7 +163,10 @@ def _leave(signum: int, status, prog: str) -> None:
         return  # another thread is already leaving
     for path in list(_tracked):
         with contextlib.suppress(OSError):
-            Path(path).unlink()
+            if Path(path).is_dir():  # a store being written (jdeconv.zarr_io)
+                shutil.rmtree(path)
+            else:
+                Path(path).unlink()
     try:
         detail = status() if status is not None else ""
     except Exception:  # the line must be printed whatever the status function does

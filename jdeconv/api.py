@@ -8,6 +8,7 @@ image; ``save_model``/``load_model`` live in :mod:`jdeconv.model`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import numpy as np
@@ -72,6 +73,8 @@ def fit(
     verbose: bool = True,
     normalize_psf: bool = False,
     callback=None,
+    sampling=None,
+    max_memory=None,
 ) -> FitResult:
     """Learn a deconvolution of one noisy image with its known PSF, self-supervised.
 
@@ -85,9 +88,18 @@ def fit(
       callback: optional ``callback(step, val_loss, deconvolve_fn)`` called after every
         validation; ``deconvolve_fn()`` returns the current deconvolved image (numpy, input
         scale). Return ``True`` to stop training. For research and benchmarks.
+      sampling: where training patches come from: "whole" (the whole standardised image
+        in memory), "regions" or a :class:`jdeconv.sampling.RegionSampling` (a bounded
+        set of regions read from the image, refreshed as training goes, see
+        :mod:`jdeconv.sampling`), or None: regions for a lazy image (dask, Zarr) or one
+        above :data:`jdeconv.sampling.BOUNDED_TRAINING_VOXELS` voxels, else whole.
+      max_memory: working memory of one inference tile, bytes or e.g. ``"2GB"`` (as
+        :func:`deconvolve`); None: a share of the free memory.
 
     Returns:
-      A :class:`FitResult`.
+      A :class:`FitResult`. For a dask image its ``deconvolved`` and ``reconvolved`` are
+      lazy dask arrays (computing ``reconvolved`` runs the network again) and
+      ``timings["voxels_per_second"]`` is None.
 
     Raises:
       ValueError: for bad images, PSFs or configs, before any compilation.
@@ -102,14 +114,15 @@ def fit(
       (32, 32)
     """
     t_start = time.perf_counter()
-    prepared = stages.prepare(image, psf, cfg, normalize_psf=normalize_psf)
+    prepared = stages.prepare(image, psf, cfg, normalize_psf=normalize_psf, sampling=sampling)
     trained = stages.train(prepared, verbose=verbose, callback=callback)
     model = FittedModel(trained.params, prepared.cfg, prepared.ndim, prepared.psf)
-    deconvolved, reconvolved, infer_s = stages.infer(prepared, model)
+    deconvolved, reconvolved, infer_s = stages.infer(prepared, model, max_memory=max_memory)
+    lazy = is_dask_array(deconvolved)
     timings = {
         **trained.timings,
         "inference": infer_s,
-        "voxels_per_second": prepared.x.size / max(infer_s, 1e-12),
+        "voxels_per_second": None if lazy else math.prod(prepared.shape) / max(infer_s, 1e-12),
         "total": time.perf_counter() - t_start,
     }
     return FitResult(deconvolved, reconvolved, model, trained.history, trained.best_step, timings)

@@ -135,7 +135,7 @@ def _positive_or_none(value) -> float | None:
 
 
 def image_stem(path) -> str:
-    """File name without its image suffix (``cells.ome.tif`` -> ``cells``).
+    """File name without its image suffix (``cells.ome.tif`` or ``cells.ome.zarr`` -> ``cells``).
 
     Example:
       >>> image_stem("cells.ome.tif")
@@ -143,7 +143,7 @@ def image_stem(path) -> str:
     """
     name = Path(path).name
     lower = name.lower()
-    for suffix in (".ome.tiff", ".ome.tif", *READ_SUFFIXES):
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", ".zarr", *READ_SUFFIXES):
         if lower.endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem

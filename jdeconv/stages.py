@@ -1,7 +1,10 @@
 """``fit`` in three stages: prepare → train → infer.
 
 - :func:`prepare` validates the image, PSF and config, standardises the image, picks the
-  held-out pixels (:mod:`jdeconv.selection`) and binds the loss; nothing is compiled yet.
+  held-out pixels (:mod:`jdeconv.selection`; in the centre window where the validation
+  loss is evaluated) and binds the loss; nothing is compiled yet.
+  A large or lazy image is not copied: its statistics are computed a block at a time and
+  training reads a bounded set of regions from it (:mod:`jdeconv.sampling`).
 - :func:`train` initialises the network, compiles the step once and runs the loop, with
   progress bar, history and model selection; with several devices the batch is sharded
   over them (data parallel, :func:`jdeconv.train.batch_mesh`).
@@ -22,7 +25,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from ._checks import check_image, check_psf_fits
+from ._checks import check_image, check_psf_fits, image_statistics, is_dask_array
 from .config import Config
 from .forward import ForwardModel, make_forward
 from .losses import Loss, make_loss
@@ -30,6 +33,7 @@ from .model import FittedModel
 from .predict import make_predictor, predict, tile_bytes_per_pixel
 from .psf import validate_psf
 from .regularized import choose_weight, tikhonov_kernel
+from .sampling import RegionSampler, RegionSampling, use_regions
 from .selection import VALIDATION_REGION, ModelSelector, hold_out, make_validation_fn
 from .train import batch_mesh, init_state, make_optimizer, make_train_step
 from .unet import init_unet, set_anchor
@@ -45,6 +49,7 @@ __all__ = [
     "normalization_from_statistics",
     "destandardise",
     "predict_standardised",
+    "reconvolve",
 ]
 
 
@@ -181,14 +186,19 @@ class Prepared:
     Attributes:
       cfg: the config (patch sizes adapted to a small image).
       psf: the validated PSF (float32, sum 1).
-      x: the standardised image (float32 numpy).
-      x_train: ``x`` with the held-out pixels hidden (device array).
-      held_out: bool mask of the held-out pixels, or None.
+      x: the standardised image (float32 numpy); None when training from regions.
+      x_train: ``x`` with the held-out pixels hidden (device array); None with regions.
+      held_out: bool mask of the held-out pixels (all in the validation window,
+        :data:`jdeconv.selection.VALIDATION_REGION` at the centre), or None.
       offset, scale: the standardisation, ``x = (image - offset) / scale``.
       input_range: the input's (min, max), in its own units.
       loss: the loss, its bound terms bound to the input's range.
       train_key: the key of patch sampling and masks.
       anchor: the network's fixed Tikhonov filter (``cfg.network.anchor``), or None.
+      source: the image as given (read by the sampler and inference); None when ``x``
+        holds it.
+      sampler: the :class:`jdeconv.sampling.RegionSampler` of a large or lazy image, or
+        None (whole-array training).
 
     Example:
       >>> import jdeconv
@@ -209,10 +219,24 @@ class Prepared:
     loss: Loss
     train_key: jax.Array
     anchor: np.ndarray | None = None
+    source: object = None
+    sampler: RegionSampler | None = None
 
     @property
     def ndim(self) -> int:
-        return self.x.ndim
+        return self.psf.ndim
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.x.shape if self.x is not None else self.source.shape)
+
+    def standardised_prediction(self, model: FittedModel, *, max_memory=None) -> np.ndarray:
+        """The model's output on the whole image (standardised frame, float32)."""
+        if self.x is not None:
+            return predict_standardised(model, self.x, max_memory=max_memory)
+        return predict_standardised(
+            model, self.source, offset=self.offset, scale=self.scale, max_memory=max_memory
+        )
 
     def forward(self, shape) -> ForwardModel:
         """The forward model for arrays of ``shape``, as the config says."""
@@ -274,8 +298,20 @@ def _adapt_patch(cfg: Config, shape: tuple[int, ...], psf_shape) -> Config:
     return cfg
 
 
-def prepare(image, psf, cfg: Config | None = None, *, normalize_psf: bool = False) -> Prepared:
+def prepare(
+    image, psf, cfg: Config | None = None, *, normalize_psf: bool = False, sampling=None
+) -> Prepared:
     """Validate and standardise; hold out pixels; bind the loss (no compilation).
+
+    With ``sampling`` (or, when None, for a lazy image or one above
+    :data:`jdeconv.sampling.BOUNDED_TRAINING_VOXELS` voxels) the image is not copied:
+    its statistics are computed a block at a time and a
+    :class:`jdeconv.sampling.RegionSampler` reads the training data.
+
+    Args:
+      image, psf, cfg, normalize_psf: as :func:`jdeconv.fit`.
+      sampling: None (automatic), "whole", "regions" or a
+        :class:`jdeconv.sampling.RegionSampling`.
 
     Raises:
       ValueError: for a bad image, PSF or config.
@@ -288,6 +324,9 @@ def prepare(image, psf, cfg: Config | None = None, *, normalize_psf: bool = Fals
       >>> p.x.shape, p.x.dtype
       ((32, 32), dtype('float32'))
     """
+    if use_regions(image, sampling):
+        settings = sampling if isinstance(sampling, RegionSampling) else RegionSampling()
+        return _prepare_regions(image, psf, cfg, normalize_psf=normalize_psf, settings=settings)
     arr = validate_image(image)
     ndim = arr.ndim
     psf = validate_psf(psf, ndim=ndim, normalize=normalize_psf)
@@ -312,7 +351,12 @@ def prepare(image, psf, cfg: Config | None = None, *, normalize_psf: bool = Fals
     train_key, val_key = jax.random.split(key)
     x_dev = jnp.asarray(x)
     if cfg.validation.fraction > 0:
-        x_train, held_out = hold_out(val_key, x_dev, fraction=cfg.validation.fraction)
+        # Held out only where the validation loss is evaluated (the centre window), as
+        # training from regions does: the two then train on the same pixels.
+        window = _centre_window(x.shape, VALIDATION_REGION[ndim])
+        hidden, held = hold_out(val_key, x_dev[window], fraction=cfg.validation.fraction)
+        x_train = x_dev.at[window].set(hidden)
+        held_out = jnp.zeros(x.shape, bool).at[window].set(held)
     else:
         x_train, held_out = x_dev, None
     return Prepared(
@@ -334,6 +378,81 @@ def _anchor(cfg: Config, x: np.ndarray, psf: np.ndarray) -> tuple[Config, np.nda
         cfg.network, anchor_weight=float(weight), anchor_shape=kernel.shape
     )
     return cfg.replace(network=network), kernel
+
+
+def _prepare_regions(image, psf, cfg, *, normalize_psf: bool, settings) -> Prepared:
+    """:func:`prepare` for training from regions: nothing full-size is made."""
+    if not is_dask_array(image) and not isinstance(image, np.ndarray):
+        image = _as_dask(image)
+    ndim = len(image.shape)
+    if cfg is None and ndim in (2, 3):
+        cfg = Config.default(ndim)
+    if cfg is not None and not isinstance(cfg, Config):
+        raise ValueError(f"cfg must be a jdeconv.Config or None, got {type(cfg).__name__}.")
+    percentiles = None
+    if cfg is not None and cfg.data.normalization == "percentile":
+        percentiles = cfg.data.percentiles
+    stats = image_statistics(image, percentiles=percentiles)  # the image checks too
+    psf = validate_psf(psf, ndim=ndim, normalize=normalize_psf)
+    check_psf_fits(psf.shape, image.shape)
+    cfg = _adapt_patch(cfg, tuple(image.shape), psf.shape)
+    offset, scale = normalization_from_statistics(stats, cfg)
+    input_range = (stats["min"], stats["max"])
+    lower, upper = ((v - offset) / scale for v in input_range)
+    loss = make_loss(cfg.loss, defaults={"lower": lower, "upper": upper})
+    key = jax.random.key(cfg.seed)
+    train_key, val_key = jax.random.split(key)
+    sampler = RegionSampler(
+        image,
+        cfg.patch_shape(ndim),
+        offset=offset,
+        scale=scale,
+        key=train_key,
+        batch_size=cfg.data.batch_size,
+        validation_key=val_key if cfg.validation.fraction > 0 else None,
+        validation_fraction=cfg.validation.fraction,
+        settings=settings,
+    )
+    anchor = None
+    if cfg.network.anchor == "tikhonov":
+        # λ by GCV on the centre window (read once), standardised as the whole image.
+        window = _centre_window(tuple(image.shape), VALIDATION_REGION[ndim])
+        crop = (np.asarray(image[window], dtype=np.float64) - offset) / scale
+        cfg, anchor = _anchor(cfg, crop.astype(np.float32), psf)
+    return Prepared(
+        cfg,
+        psf,
+        None,
+        None,
+        None,
+        offset,
+        scale,
+        input_range,
+        loss,
+        train_key,
+        anchor,
+        source=image,
+        sampler=sampler,
+    )
+
+
+def _as_dask(image):
+    """A lazy array-like (e.g. a ``zarr.Array``) as dask, so statistics stream."""
+    try:
+        import dask.array as da
+    except ImportError:
+        return np.asarray(image)
+    return da.from_array(image)
+
+
+def _validation_data(prepared: Prepared):
+    """``(x_train, x, held_out)`` of the validation window, or None (nothing held out)."""
+    if prepared.sampler is not None:
+        return prepared.sampler.validation()
+    if prepared.held_out is None:
+        return None
+    window = _centre_window(prepared.x.shape, VALIDATION_REGION[prepared.ndim])
+    return prepared.x_train[window], prepared.x[window], np.asarray(prepared.held_out[window])
 
 
 def _centre_window(shape, limit):
@@ -428,6 +547,12 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
     )
     state = init_state(params, tx)
     key, x_train = prepared.train_key, prepared.x_train
+    sampler, next_regions = prepared.sampler, None
+    if sampler is not None:  # a large image: the coming steps' crops, the next set read meanwhile
+        x_train = jnp.asarray(sampler.regions(0))
+        if sampler.refresh_every < cfg.steps:
+            next_regions = sampler.prefetch(1)
+    replicated = None
     if mesh is not None:
         replicated = NamedSharding(mesh, PartitionSpec())
         key, state, x_train, g_patch = jax.device_put((key, state, x_train, g_patch), replicated)
@@ -435,12 +560,12 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
     t0 = time.perf_counter()
     compiled = step_fn.lower(key, state, x_train, g_patch).compile()
     validate = None
-    if prepared.held_out is not None:
-        window = _centre_window(prepared.x.shape, VALIDATION_REGION[ndim])
-        region = tuple(s.stop - s.start for s in window)
-        index = np.nonzero(np.asarray(prepared.held_out[window]))
+    validation = _validation_data(prepared)
+    if validation is not None:
+        val_train, val_x, val_held = validation
+        index = np.nonzero(val_held)
         validate_fn = make_validation_fn(graphdef, index)
-        val_args = (x_train[window], jnp.asarray(prepared.x[window]), prepared.forward(region))
+        val_args = (jnp.asarray(val_train), jnp.asarray(val_x), prepared.forward(val_x.shape))
 
         def validate(p):
             return np.asarray(validate_fn(p, *val_args), dtype=np.float64)
@@ -466,6 +591,11 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
     pending = []
     try:
         for i in range(cfg.steps):
+            if next_regions is not None and i > 0 and i % sampler.refresh_every == 0:
+                x_train = jax.device_put(next_regions.result(), replicated)
+                refresh = i // sampler.refresh_every + 1
+                more = refresh * sampler.refresh_every < cfg.steps
+                next_regions = sampler.prefetch(refresh) if more else None
             state, metrics = compiled(key, state, x_train, g_patch)
             steps_run = i + 1
             pending.append(metrics)
@@ -492,7 +622,7 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
                             steps_run,
                             val,
                             lambda m=current: prepared.destandardise(
-                                predict_standardised(m, prepared.x)
+                                prepared.standardised_prediction(m)
                             ),
                         )
                     )
@@ -504,6 +634,8 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
             bar.update(1)
     finally:
         bar.close()
+        if sampler is not None:
+            sampler.close()
     _drain(history, pending, steps_run - len(pending) + 1, cfg)
     jax.block_until_ready(state.params)
     train_s = time.perf_counter() - t0
@@ -524,8 +656,12 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
     return Trained(params, history, best_step, timings)
 
 
-def infer(prepared: Prepared, model: FittedModel) -> tuple[np.ndarray, np.ndarray, float]:
+def infer(
+    prepared: Prepared, model: FittedModel, *, max_memory=None
+) -> tuple[np.ndarray, np.ndarray, float]:
     """``(deconvolved, reconvolved, seconds)`` of the whole image, in the input's scale.
+
+    ``max_memory`` bounds one inference tile (:func:`jdeconv.predict.memory_budget`).
 
     Raises:
       FloatingPointError: the deconvolved image has NaN or Inf pixels (never returned).
@@ -539,13 +675,20 @@ def infer(prepared: Prepared, model: FittedModel) -> tuple[np.ndarray, np.ndarra
       >>> infer(p, FittedModel(t.params, p.cfg, 2, p.psf))[0].shape
       (32, 32)
     """
+    if prepared.sampler is not None:
+        return _infer_from_source(prepared, model, max_memory=max_memory)
     t0 = time.perf_counter()
-    deconvolved_std = predict_standardised(model, prepared.x)
+    deconvolved_std = predict_standardised(model, prepared.x, max_memory=max_memory)
     g_full = prepared.forward(prepared.x.shape)
     reconvolved_std = np.asarray(_blur(g_full, jnp.asarray(deconvolved_std)))
     seconds = time.perf_counter() - t0
     reconvolved = destandardise(reconvolved_std, prepared.offset, prepared.scale)
     deconvolved = prepared.destandardise(deconvolved_std)
+    _check_finite_result(deconvolved, model)
+    return deconvolved, reconvolved, seconds
+
+
+def _check_finite_result(deconvolved: np.ndarray, model: FittedModel) -> None:
     # Never hand back a non-finite image in silence: raise, as training does when its
     # loss diverges (the parameters may have turned NaN on the last steps, after the
     # last loss was computed).
@@ -556,7 +699,72 @@ def infer(prepared: Prepared, model: FittedModel) -> tuple[np.ndarray, np.ndarra
             f"or Inf): training diverged or the parameters are broken; "
             f"{_divergence_advice(model.config)}"
         )
+
+
+def _infer_from_source(prepared: Prepared, model: FittedModel, *, max_memory=None):
+    """:func:`infer` for an image trained from regions: streamed, or lazy for dask.
+
+    A NumPy image is predicted a tile at a time into a float32 result and reblurred a
+    slab at a time (:func:`reconvolve`); a dask image gives lazy results (computing
+    ``reconvolved`` runs the network on the blocks again) and 0 seconds.
+    """
+    cfg = prepared.cfg
+    clip = cfg.inference.clip_range(*prepared.input_range)
+    f = cfg.forward
+    if is_dask_array(prepared.source):
+        from .lazy import blur_dask, predict_dask
+
+        options = dict(offset=prepared.offset, scale=prepared.scale, max_memory=max_memory)
+        deconvolved = predict_dask(prepared.source, model, clip_range=clip, **options)
+        standardised = predict_dask(prepared.source, model, destandardise=False, **options)
+        reblurred = blur_dask(standardised, prepared.psf, method=f.method, padding=f.padding)
+        reconvolved = reblurred.map_blocks(
+            destandardise, prepared.offset, prepared.scale, dtype=np.float32
+        )
+        return deconvolved, reconvolved, 0.0
+    t0 = time.perf_counter()
+    deconvolved_std = prepared.standardised_prediction(model, max_memory=max_memory)
+    reconvolved_std = reconvolve(deconvolved_std, prepared.psf, method=f.method, padding=f.padding)
+    seconds = time.perf_counter() - t0
+    reconvolved = destandardise(
+        reconvolved_std, prepared.offset, prepared.scale, out=reconvolved_std
+    )
+    deconvolved = destandardise(
+        deconvolved_std, prepared.offset, prepared.scale, clip_range=clip, out=deconvolved_std
+    )
+    _check_finite_result(deconvolved, model)
     return deconvolved, reconvolved, seconds
+
+
+def reconvolve(x, psf, *, method: str = "fft", padding: str = "reflect", slab_voxels: int = 2**22):
+    """The PSF blur of ``x`` computed in slabs along the first axis, float32.
+
+    Each slab of about ``slab_voxels`` voxels is extended by half the PSF on both sides
+    (not past the image's edges, where the forward model pads as for the whole image),
+    blurred and trimmed, so the result equals the whole-image blur to float rounding
+    while the working memory stays that of one slab.
+
+    Example:
+      >>> import jdeconv
+      >>> x = np.random.default_rng(0).random((40, 30)).astype(np.float32)
+      >>> psf = jdeconv.psf.gaussian_psf((5, 5), 1.0)
+      >>> whole = np.asarray(make_forward(psf, x.shape)(jnp.asarray(x)))
+      >>> bool(np.allclose(reconvolve(x, psf, slab_voxels=300), whole, atol=1e-6))
+      True
+    """
+    n = x.shape[0]
+    half = psf.shape[0] // 2
+    step = max(psf.shape[0], slab_voxels // max(1, math.prod(x.shape[1:])))
+    out = np.empty(x.shape, np.float32)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        lo, hi = max(0, start - half), min(n, stop + half)
+        lo = max(0, min(lo, hi - psf.shape[0]))  # a short last slab: more real neighbours
+        slab = np.asarray(x[lo:hi], np.float32)
+        g = make_forward(psf, slab.shape, method=method, padding=padding)
+        blurred = np.asarray(_blur(g, jnp.asarray(slab)))
+        out[start:stop] = blurred[start - lo : stop - lo]
+    return out
 
 
 @jax.jit

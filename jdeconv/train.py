@@ -7,8 +7,10 @@ argument, so a new PSF of the same shape reuses the compiled step. Inside it, pa
 cut from the standardised training image with ``jax.vmap`` over per-patch keys (random
 crop, then rot90/flip; in 3D flips on every axis and rot90 in YX only), one mask is drawn
 per patch, the network runs once or twice (only the passes the loss needs), the forward
-model is vmapped over the batch, and optax applies the update. Step ``t`` draws its
-randomness from ``fold_in(key, t)``.
+model is vmapped over the batch, and optax applies the update. ``image`` may also be the
+stack of the coming steps' crops ``(steps × batch, *patch)`` read from a large image
+(:mod:`jdeconv.sampling`): the step then augments its own crops with the same keys.
+Step ``t`` draws its randomness from ``fold_in(key, t)``.
 
 Data parallel: given a 1-D ``mesh`` (:func:`batch_mesh`), the step shards the batch of
 patches over the mesh's devices and keeps parameters, optimiser state, image and forward
@@ -282,7 +284,14 @@ def make_train_step(
     def step(key: jax.Array, state: TrainState, image: jax.Array, g: ForwardModel):
         step_key = jax.random.fold_in(key, state.step)
         patch_keys, mask_keys = jnp.split(jax.random.split(step_key, 2 * batch_size), 2)
-        patches = shard(jax.vmap(lambda k: sample_patch(k, image, g.shape))(patch_keys))
+        if image.ndim == len(g.shape):
+            patches = jax.vmap(lambda k: sample_patch(k, image, g.shape))(patch_keys)
+        else:  # the crops of the coming steps (jdeconv.sampling): this step's, augmented
+            per_set = image.shape[0] // batch_size
+            first = (state.step % per_set) * batch_size
+            crops = lax.dynamic_slice_in_dim(image, first, batch_size)
+            patches = jax.vmap(lambda k, c: sample_patch(k, c, g.shape))(patch_keys, crops)
+        patches = shard(patches)
         masked, mask = jax.vmap(
             lambda k, p: mask_and_replace(
                 k,

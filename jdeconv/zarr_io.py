@@ -19,6 +19,7 @@ Needs the ``zarr`` extra: ``pip install 'jdeconv[zarr]'`` (dask, zarr, ngff-zarr
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _signals
 from .io import (
     ImageMetadata,
     _apply_axes_override,
@@ -93,6 +95,7 @@ def read_ome_zarr(path, *, channel: int | None = None, time: int | None = None):
       >>> image.shape, meta.axes, meta.pixel_size
       ((2, 8, 8), 'ZYX', (1.0, 0.1, 0.1))
     """
+    import dask.array as da
     import ngff_zarr
 
     path = Path(path)
@@ -101,6 +104,9 @@ def read_ome_zarr(path, *, channel: int | None = None, time: int | None = None):
     try:
         multiscales = ngff_zarr.from_ngff_zarr(str(path))
         image = multiscales.images[0]
+        # The pixels through dask's own Zarr reader: a graph that pickles, so that
+        # dask.distributed workers can read the chunks themselves.
+        pixels = da.from_zarr(str(path), component=multiscales.metadata.datasets[0].path)
     except Exception as err:  # ngff-zarr and zarr raise many types for foreign folders
         raise ValueError(
             f"{path}: cannot read it as an OME-Zarr image ({type(err).__name__}: {err})."
@@ -113,7 +119,7 @@ def read_ome_zarr(path, *, channel: int | None = None, time: int | None = None):
             sizes[dim] = float(image.scale[dim.lower()]) * _UM_PER_NGFF_UNIT[unit]
     try:
         data, metadata = _selected(
-            path, image.data, dims, sizes, channel=channel, time=time, user_axes=False
+            path, pixels, dims, sizes, channel=channel, time=time, user_axes=False
         )
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from err
@@ -145,6 +151,7 @@ def write_ome_zarr(
     dtype=None,
     version: str = "0.4",
     name: str = "image",
+    overwrite: bool = True,
 ) -> Path:
     """Write a 2D/3D image as an OME-Zarr multiscale pyramid, replacing the store at the end.
 
@@ -167,13 +174,16 @@ def write_ome_zarr(
         an integer type is rounded and clipped (:func:`jdeconv.io.cast_to_dtype`).
       version: OME-Zarr version, ``"0.4"`` (Zarr v2, widely read) or ``"0.5"`` (Zarr v3).
       name: the image's name in the metadata.
+      overwrite: replace an existing store at ``path``; if False an existing ``path``
+        is an error, checked before writing and again before the final rename.
 
     Returns:
       The output ``Path``.
 
     Raises:
       FileNotFoundError: if the parent folder does not exist.
-      FileExistsError: if ``path`` exists and is not a Zarr store.
+      FileExistsError: if ``path`` exists and is not a Zarr store, or exists and
+        ``overwrite`` is False.
       ValueError: for a bad rank, or axes that do not match the array.
 
     Example:
@@ -192,6 +202,8 @@ def write_ome_zarr(
         )
     if path.exists() and not is_zarr_store(path):
         raise FileExistsError(f"{path} exists and is not a Zarr store; not replacing it.")
+    if not overwrite and os.path.lexists(path):
+        raise _exists(path)
     if array.ndim not in (2, 3):
         raise ValueError(f"can only write 2D (YX) or 3D (ZYX) images, got shape {array.shape}.")
     if metadata is None:
@@ -217,15 +229,62 @@ def write_ome_zarr(
         method=ngff_zarr.Methods.DASK_BIN_SHRINK,  # block means; needs only dask
         chunks=chunks,
     )
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    with _signals.commit():  # an interrupt (CLI) removes the folder: track it at once
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        _signals.track(tmp)
     try:
-        ngff_zarr.to_ngff_zarr(str(tmp), multiscales, version=version)
+        # ngff-zarr writes the metadata and creates the arrays; the pixels go through
+        # zarr-python arrays, which pickle (dask.distributed workers write their chunks).
+        ngff_zarr.to_ngff_zarr(str(tmp), multiscales, version=version, metadata_only=True)
+        _write_pixels(tmp, data, [d.path for d in multiscales.metadata.datasets])
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private
-        _replace_folder(tmp, path)
+        with _signals.commit():
+            if not overwrite and os.path.lexists(path):  # created meanwhile by another
+                raise _exists(path)
+            _replace_folder(tmp, path)
+            _signals.untrack(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _signals.untrack(tmp)
         raise
     return path
+
+
+def _write_pixels(store: Path, data, paths) -> None:
+    """Full resolution from ``data`` (computed a chunk at a time), then each level from
+    the one written before it: 2×2 block means in YX, so the data are computed once."""
+    import dask.array as da
+    import zarr
+
+    for k, component in enumerate(paths):
+        target = zarr.open_array(str(store / component), mode="r+")
+        if k == 0:
+            level = data
+        else:
+            level = _halved(da.from_zarr(str(store), component=paths[k - 1]), target)
+        da.store(level.rechunk(target.chunks), target, lock=False)
+
+
+def _halved(previous, target):
+    """``previous`` binned 2×2 in YX (means) and cropped to the ``target`` array's shape."""
+    import dask.array as da
+
+    crop = tuple(
+        slice(0, n if i < previous.ndim - 2 else 2 * n) for i, n in enumerate(target.shape)
+    )
+    axes = {previous.ndim - 2: 2, previous.ndim - 1: 2}
+    means = da.coarsen(np.mean, previous[crop].astype(np.float64), axes, trim_excess=True)
+    dtype = np.dtype(target.dtype)
+    return means.map_blocks(lambda b: cast_to_dtype(b, dtype)[0], dtype=dtype)
+
+
+def _exists(path: Path) -> FileExistsError:
+    return FileExistsError(
+        errno.EEXIST,
+        f"{path} already exists and was not replaced; pass overwrite=True to replace it "
+        "or choose another name",
+        str(path),
+    )
 
 
 def _umask() -> int:

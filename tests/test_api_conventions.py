@@ -26,6 +26,7 @@ MODULES = [
     "jdeconv.metrics",
     "jdeconv.model",
     "jdeconv.predict",
+    "jdeconv.sampling",
     "jdeconv.psf",
     "jdeconv.selection",
     "jdeconv.simulate",

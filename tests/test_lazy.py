@@ -44,8 +44,10 @@ def test_dask_matches_in_memory_tiled(shape, chunks, depth):
 
     model = _model(len(shape), depth=depth)
     image = _raw(shape)
-    expected = jdeconv.deconvolve(image, model, tile_size=32 if depth == 1 else 64)
-    lazy = jdeconv.deconvolve(da.from_array(image, chunks=chunks), model)
+    tile = 32 if depth == 1 else 64
+    expected = jdeconv.deconvolve(image, model, tile_size=tile)
+    # The blocks are windows of the same side (whatever the input's chunks).
+    lazy = jdeconv.deconvolve(da.from_array(image, chunks=chunks), model, tile_size=tile)
     assert isinstance(lazy, da.Array) and lazy.dtype == np.float32
     assert lazy.numblocks != (1,) * len(shape)  # really blockwise
     result = lazy.compute(scheduler="sync")
@@ -70,7 +72,8 @@ def test_model_enters_the_graph_once():
     import dask.array as da
 
     model = _model(2)
-    lazy = jdeconv.deconvolve(da.from_array(_raw((48, 48)), chunks=16), model)
+    # Windows of 16 + 2 × 12 (the halo): 3 × 3 blocks.
+    lazy = jdeconv.deconvolve(da.from_array(_raw((48, 48)), chunks=16), model, tile_size=40)
     graph = dict(lazy.__dask_graph__())
     shipped = [
         k for k, v in graph.items() if "FittedModel" in type(getattr(v, "value", v)).__name__
@@ -85,14 +88,30 @@ def test_dask_on_a_two_worker_local_cluster():
 
     model = _model(2)
     image = _raw((48, 52))
-    expected = jdeconv.deconvolve(da.from_array(image, chunks=16), model).compute(scheduler="sync")
+    expected = jdeconv.deconvolve(da.from_array(image, chunks=16), model, tile_size=40).compute(
+        scheduler="sync"
+    )
     with (
         LocalCluster(
             n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
         ) as cluster,
         Client(cluster) as client,
     ):
-        lazy = jdeconv.deconvolve(da.from_array(image, chunks=16), model)
+        lazy = jdeconv.deconvolve(da.from_array(image, chunks=16), model, tile_size=40)
+        assert lazy.npartitions > 1
         result = client.compute(lazy).result()
         assert len(client.scheduler_info()["workers"]) == 2
     np.testing.assert_allclose(result, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_blocks_follow_the_memory_budget_not_the_storage_chunks():
+    import dask.array as da
+
+    from jdeconv.lazy import block_budget, block_chunks
+
+    model = _model(2)
+    image = da.zeros((200, 300), chunks=8)  # tiny storage chunks: not the blocks
+    assert block_chunks(image.shape, model, max_memory="1GB") == ((200,), (300,))
+    small = block_chunks(image.shape, model, max_memory=60 * 60 * 200)
+    assert 1 < len(small[0]) < 200 // 8 and all(c % 2 == 0 for c in small[0][:-1])
+    assert block_budget(max_memory="2GB") == 2**31

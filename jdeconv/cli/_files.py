@@ -15,6 +15,12 @@ Outputs are checked before any work starts, in two steps:
 
 Writing itself never replaces a file without ``--overwrite`` (an exclusive link,
 :func:`jdeconv._files.atomic_write`).
+
+OME-Zarr (``.zarr``/``.ome.zarr`` folders) is read and written like a file: inputs are
+opened lazily (:func:`jdeconv.zarr_io.read_ome_zarr`), as are TIFFs larger than
+:data:`LAZY_TIFF_BYTES` (unless a ``dask.distributed`` cluster runs the work: a TIFF
+reader cannot be sent to workers); an output store is built in a hidden folder and
+renamed into place when complete, locked and refused without ``--overwrite`` as a file.
 """
 
 from __future__ import annotations
@@ -31,6 +37,14 @@ from ._common import InputError
 
 #: The files of a model folder (:func:`jdeconv.save_model`).
 MODEL_FILES = ("config.json", "params.npz", "psf.npy")
+#: TIFF inputs larger than this are read lazily (a chunk at a time), not loaded.
+LAZY_TIFF_BYTES = 2**28
+ZARR_SUFFIX = ".zarr"
+
+
+def is_zarr_path(path) -> bool:
+    """Whether ``path`` names an OME-Zarr store (``.zarr``/``.ome.zarr``)."""
+    return str(path).rstrip("/\\").lower().endswith(ZARR_SUFFIX)
 
 
 def expand_inputs(patterns) -> list[Path]:
@@ -38,7 +52,11 @@ def expand_inputs(patterns) -> list[Path]:
     paths: list[Path] = []
     for pattern in patterns:
         if any(c in pattern for c in "*?[") and not Path(pattern).exists():
-            matches = [Path(m) for m in sorted(glob.glob(pattern)) if Path(m).is_file()]
+            matches = [
+                Path(m)
+                for m in sorted(glob.glob(pattern))
+                if Path(m).is_file() or (is_zarr_path(m) and Path(m).is_dir())
+            ]
             if not matches:
                 raise InputError(f"{pattern}: no files match this pattern.")
             paths.extend(matches)
@@ -70,25 +88,43 @@ def check_output(
 ) -> None:
     """An output must be writable where it is named, never an input, and new unless
     ``overwrite``."""
-    if out.suffix.lower() not in io.WRITE_SUFFIXES:
+    zarr = is_zarr_path(out)
+    if out.suffix.lower() not in io.WRITE_SUFFIXES and not zarr:
         raise InputError(
             f"{out}: unsupported output type {out.suffix or '(none)'!r}; use "
-            f"{', '.join(io.WRITE_SUFFIXES)}."
+            f"{', '.join(io.WRITE_SUFFIXES)} or .ome.zarr."
         )
     for source in inputs:
-        if source is not None and same_file(out, Path(source)):
+        if source is None:
+            continue
+        if same_file(out, Path(source)) or _inside(out, Path(source)):
             raise InputError(
-                f"{out}: the output is the input file {source}; jdeconv never overwrites "
-                "its inputs. Choose another output name."
+                f"{out}: the output is (or is inside) the input {source}; jdeconv never "
+                "overwrites its inputs. Choose another output name."
             )
-    if out.is_dir():
+    if out.is_dir() and not zarr:
         raise InputError(f"{out}: is a directory; give an output file name.")
+    if zarr and out.exists() and overwrite:
+        from ..zarr_io import is_zarr_store
+
+        if not is_zarr_store(out):
+            raise InputError(
+                f"{out}: exists and is not a Zarr store; jdeconv replaces only a store "
+                "(choose another name)."
+            )
     if parent_must_exist and not out.parent.is_dir():
         raise InputError(
             f"{out}: the output directory {out.parent} does not exist; create it first."
         )
     if not overwrite and os.path.lexists(out):
         raise InputError(exists_message(out))
+
+
+def _inside(out: Path, source: Path) -> bool:
+    """Whether ``out`` lies inside the folder ``source`` (an input OME-Zarr store)."""
+    if not source.is_dir():
+        return False
+    return source.resolve() in out.resolve().parents
 
 
 def exists_message(out: Path) -> str:
@@ -110,7 +146,10 @@ def plan_outputs(args, inputs: list[Path], protected) -> list[Path]:
         directory = Path(args.output_dir)
         if directory.exists() and not directory.is_dir():
             raise InputError(f"{directory}: --output-dir is a file, not a directory.")
-        outputs = [directory / f"{io.image_stem(p)}_deconv.tif" for p in inputs]
+        outputs = [
+            directory / f"{io.image_stem(p)}_deconv{'.ome.zarr' if is_zarr_path(p) else '.tif'}"
+            for p in inputs
+        ]
     seen: dict[Path, Path] = {}
     for source, out in zip(inputs, outputs, strict=True):
         key = out.resolve()
@@ -204,43 +243,104 @@ def _unwritable(target: Path, folder: Path, err: OSError) -> str:
     )
 
 
-def read(path: Path, args):
-    """``jdeconv.io.read_image`` with the CLI's axes/channel/time options.
+def read(path: Path, args, *, distributed: bool = False):
+    """``jdeconv.io.read_image`` with the CLI's axes/channel/time options; OME-Zarr
+    stores and TIFFs above :data:`LAZY_TIFF_BYTES` (unless ``distributed``) are opened
+    lazily as dask arrays.
 
     Returns ``(image, metadata)``; errors become :class:`InputError`.
     """
+    options = dict(channel=getattr(args, "channel", None), time=getattr(args, "time", None))
+    axes = getattr(args, "axes", None)
     try:
-        return io.read_image(
-            path,
-            axes=getattr(args, "axes", None),
-            channel=getattr(args, "channel", None),
-            time=getattr(args, "time", None),
-        )
+        if is_zarr_path(path):
+            if axes is not None:
+                raise InputError(
+                    f"{path}: --axes is not used for OME-Zarr (its axes are in its metadata)."
+                )
+            zarr_io = _zarr_io(path)
+            if not zarr_io.is_zarr_store(path):
+                raise ValueError("is not a Zarr store (no zarr.json or .zgroup inside).")
+            return zarr_io.read_ome_zarr(path, **options)
+        if (
+            not distributed
+            and path.suffix.lower() in io.TIFF_SUFFIXES
+            and path.is_file()
+            and path.stat().st_size > LAZY_TIFF_BYTES
+        ):
+            with contextlib.suppress(ImportError):
+                from ..zarr_io import read_tiff_lazy
+
+                return read_tiff_lazy(path, axes=axes, **options)
+        return io.read_image(path, axes=axes, **options)
     except (ValueError, OSError) as err:
         message = str(err)
         raise InputError(message if str(path) in message else f"{path}: {message}") from err
 
 
+def _zarr_io(path):
+    try:
+        import dask.array  # noqa: F401
+        import ngff_zarr  # noqa: F401
+
+        from .. import zarr_io
+    except ImportError as err:
+        raise InputError(
+            f"{path}: reading and writing OME-Zarr needs the 'zarr' extra: "
+            "pip install 'jdeconv[zarr]'."
+        ) from err
+    return zarr_io
+
+
 def validated(path: Path, image):
-    """``jdeconv.api.validate_image`` (float, 2D/3D, finite, not constant) or InputError."""
-    from ..api import validate_image
+    """Check the image (2D/3D, real, finite, not constant) without a full-size float copy:
+    a NumPy image a block at a time, a lazy one in one dask pass. Returns ``image``."""
+    from .._checks import image_statistics
 
     try:
-        return validate_image(image, name="image")
+        image_statistics(image, name="image")
     except ValueError as err:
         raise InputError(f"{path}: {err}") from err
+    return image
 
 
 def output_dtype(args, meta: io.ImageMetadata):
     return meta.dtype if args.dtype == "input" else args.dtype
 
 
+def computed(out: Path, array):
+    """``(array, streamed)``: a lazy result stays lazy for an OME-Zarr output (``streamed``:
+    computed a chunk at a time while written), and is computed now for a file."""
+    from .._checks import is_dask_array
+
+    if not is_dask_array(array):
+        return array, False
+    if is_zarr_path(out):
+        return array, True
+    return array.compute(), False
+
+
 def write(
-    out: Path, array, meta: io.ImageMetadata | None, dtype=None, *, overwrite: bool = False
+    out: Path,
+    array,
+    meta: io.ImageMetadata | None,
+    dtype=None,
+    *,
+    overwrite: bool = False,
+    chunks=None,
 ) -> None:
-    """Write one output; warn when an integer type would keep few grey levels."""
+    """Write one output (TIFF/NumPy, or OME-Zarr with ``chunks``); a lazy result is
+    computed here, a chunk at a time for OME-Zarr. Warns when an integer type would keep
+    few grey levels (of an in-memory result)."""
     import numpy as np
 
+    from .._checks import is_dask_array
+
+    if is_zarr_path(out):
+        _write_zarr(out, array, meta, dtype, overwrite=overwrite, chunks=chunks)
+        return
+    if is_dask_array(array):
+        array = array.compute()
     if dtype is not None and np.dtype(dtype).kind in "ui":
         span = float(np.ptp(array))
         if span < 255:
@@ -261,3 +361,18 @@ def write(
         raise InputError(f"{out}: {err}") from err
     except OSError as err:
         raise RuntimeError(f"cannot write {out}: {err}") from err
+
+
+def _write_zarr(out: Path, array, meta, dtype, *, overwrite: bool, chunks) -> None:
+    zarr_io = _zarr_io(out)
+    try:
+        zarr_io.write_ome_zarr(
+            out, array, metadata=meta, dtype=dtype, chunks=chunks, overwrite=overwrite
+        )
+    except FileExistsError as err:
+        raise RuntimeError(
+            f"{out} was created by another program while jdeconv worked and was not "
+            "replaced; pass --overwrite to replace it"
+        ) from err
+    except FileNotFoundError as err:
+        raise InputError(f"{out}: {err}") from err

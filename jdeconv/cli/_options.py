@@ -81,10 +81,15 @@ def outputs_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("output")
     where = group.add_mutually_exclusive_group(required=True)
-    where.add_argument("-o", "--output", help="output file (.tif, .tiff or .npy); one input only")
+    where.add_argument(
+        "-o",
+        "--output",
+        help="output file (.tif, .tiff or .npy) or OME-Zarr store (.ome.zarr); one input only",
+    )
     where.add_argument(
         "--output-dir",
-        help="directory for the outputs, named <stem>_deconv.tif (created if missing)",
+        help="directory for the outputs, named <stem>_deconv.tif (<stem>_deconv.ome.zarr "
+        "for OME-Zarr inputs; created if missing)",
     )
     group.add_argument(
         "--dtype",
@@ -238,5 +243,32 @@ def psf_parameter_parser(*, sigma_flag: bool = True) -> argparse.ArgumentParser:
         type=float,
         default=gl["particle_depth"],
         help="depth of the focal plane below the coverslip (matters with --ni != --ns)",
+    )
+    return parser
+
+
+def resources_parser() -> argparse.ArgumentParser:
+    """--max-memory, and --workers/--scheduler for a dask.distributed cluster."""
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("memory and parallelism")
+    group.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        help="working memory of one inference tile (one per parallel task), e.g. 2GB "
+        "(default: a quarter of the available RAM, or half the free GPU memory)",
+    )
+    where = group.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="start a local dask.distributed cluster of N worker processes for the "
+        "chunks of OME-Zarr inputs (reading, inference, writing); needs the 'zarr' extra",
+    )
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="use a running dask.distributed scheduler, e.g. tcp://10.0.0.5:8786 (started "
+        "by dask-jobqueue on SLURM/LSF, see the README), like --workers",
     )
     return parser

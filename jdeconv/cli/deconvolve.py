@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import time
 from pathlib import Path
 
 from .. import _signals
 from ..io import image_stem
+from . import _dask, _whole
 from . import _options as opt
-from . import _whole
 from ._common import EXIT_OK, Failure, InputError, note, progress, shape_text
 from ._files import (
     MODEL_FILES,
     Claims,
+    computed,
     expand_inputs,
     make_output_dir,
     output_dtype,
@@ -34,12 +37,14 @@ def add_parser(commands) -> None:
             opt.psf_choice_parser(per_channel=True),
             opt.psf_parameter_parser(),
             opt.outputs_parser(),
+            opt.resources_parser(),
         ],
         help="train on each image and write its deconvolution",
         description=(
             "Learn a deconvolution of each input from the image itself (self-supervised) "
             "and write the result. Each file gets its own model.\n\n"
             "Example:\n  jdeconv deconvolve cells.tif --psf psf.tif -o cells_deconv.tif\n"
+            "  jdeconv deconvolve stack.ome.zarr --psf psf.tif -o out.ome.zarr --workers 2\n"
             "  jdeconv deconvolve 'data/*.tif' --psf-model gibson-lanni --na 1.2 "
             "--wavelength 0.52 --ni 1.33 --pixel-size-xy 0.1 --output-dir results\n"
             "  jdeconv deconvolve timelapse.ome.tif --psf green.tif red.tif -o out.ome.tif\n\n"
@@ -98,10 +103,16 @@ def run(args) -> int:
     protected = [*inputs, *(args.psf or [])]
     outputs = plan_outputs(args, inputs, protected)
     model_dirs = _model_dirs(args, inputs, protected)
+    max_memory = _dask.max_memory(args)
     psfs = PsfProvider(args)
+    with _dask.scheduler(args) as client:
+        return _run(args, inputs, outputs, model_dirs, psfs, max_memory, client is not None)
 
+
+def _run(args, inputs, outputs, model_dirs, psfs, max_memory, distributed: bool) -> int:
     # Read and check every input before the first (long) fit, so a batch fails early.
-    # Each file is read once: the images are kept (in their stored dtype) until fitted.
+    # Each file is read once: the images are kept (in their stored dtype, or lazily for
+    # OME-Zarr and big TIFFs) until fitted.
     jobs = []
     for path in inputs:
         if _whole.is_whole_file(path, args):  # channels/time points: jdeconv.files
@@ -112,7 +123,7 @@ def run(args) -> int:
                 f"{path}: --fit-time is for files with several time points, and this one has "
                 "none (or --time picked one)."
             )
-        image, meta = read(path, args)
+        image, meta = read(path, args, distributed=distributed)
         arr = validated(path, image)
         psf = psfs.checked(path, arr, meta)
         cfg = _shaped(
@@ -144,23 +155,38 @@ def run(args) -> int:
                 f"[{i + 1}/{len(inputs)}] {path} ({shape_text(image.shape)} {meta.axes} "
                 f"{image.dtype}) -> {out}",
             )
+            start = time.perf_counter()
             try:
                 result = fit(
-                    image, psf, cfg, verbose=not args.quiet, normalize_psf=args.normalize_psf
+                    image,
+                    psf,
+                    cfg,
+                    verbose=not args.quiet,
+                    normalize_psf=args.normalize_psf,
+                    max_memory=max_memory,
                 )
             except FloatingPointError as err:
                 raise Failure(f"{path}: {err} {_CLI_FIX}") from err
             except ValueError as err:
                 raise InputError(f"{path}: {err}") from err
             saved = ""
-            with _signals.commit():  # an interrupt now waits for this result to be written
-                write(
-                    out,
-                    result.deconvolved,
-                    meta,
-                    output_dtype(args, meta),
-                    overwrite=args.overwrite,
-                )
+            # A lazy result is computed first (an interrupt stops it and removes what was
+            # written); then an interrupt waits for the result to be written.
+            deconvolved, streamed = computed(out, result.deconvolved)
+            write_out = functools.partial(
+                write,
+                out,
+                deconvolved,
+                meta,
+                output_dtype(args, meta),
+                overwrite=args.overwrite,
+                chunks=_chunks(image),
+            )
+            if streamed:
+                write_out()
+            with _signals.commit():
+                if not streamed:
+                    write_out()
                 if model_dirs is not None:
                     save_model(result.model, model_dirs[i])
                     saved = f"; model saved to {model_dirs[i]}"
@@ -168,8 +194,9 @@ def run(args) -> int:
             t = result.timings
             losses = _loss_summary(result.history, result.model.config)
             if not args.quiet:
+                total = time.perf_counter() - start  # a lazy result is computed by write
                 print(
-                    f"{path} -> {out}: {shape_text(image.shape)} in {t['total']:.1f} s "
+                    f"{path} -> {out}: {shape_text(image.shape)} in {total:.1f} s "
                     f"(compile {t['compile']:.1f} s, {t['steps']} steps at "
                     f"{t['seconds_per_step']:.3g} s/step); {losses}; "
                     f"kept step {result.best_step}{saved}",
@@ -214,6 +241,11 @@ def _run_whole(args, i, total, job, out, model_dirs) -> None:
             f"{t['time_points']} time point(s), applied in {t['apply']:.1f} s{saved}",
             flush=True,
         )
+
+
+def _chunks(image):
+    """The storage chunks of a lazy input (kept in an OME-Zarr output), else None."""
+    return getattr(image, "chunksize", None)
 
 
 # How to apply the divergence error's advice from the command line.

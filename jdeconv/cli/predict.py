@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import time
 from pathlib import Path
 
 from .. import _signals
+from . import _dask
 from . import _options as opt
 from ._common import EXIT_OK, InputError, progress, shape_text
 from ._files import (
     Claims,
+    computed,
     expand_inputs,
     make_output_dir,
     output_dtype,
@@ -26,7 +29,12 @@ from .deconvolve import with_tile
 def add_parser(commands) -> None:
     p = commands.add_parser(
         "predict",
-        parents=[opt.common_parser(), opt.reading_parser(), opt.outputs_parser()],
+        parents=[
+            opt.common_parser(),
+            opt.reading_parser(),
+            opt.outputs_parser(),
+            opt.resources_parser(),
+        ],
         help="apply a saved model to images",
         description=(
             "Deconvolve images with a model saved by 'jdeconv deconvolve --save-model'.\n\n"
@@ -47,10 +55,16 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> int:
-    from ..api import deconvolve, load_model
-
     inputs = expand_inputs(args.inputs)
     outputs = plan_outputs(args, inputs, inputs)
+    max_memory = _dask.max_memory(args)
+    with _dask.scheduler(args) as client:
+        return _run(args, inputs, outputs, max_memory, client is not None)
+
+
+def _run(args, inputs, outputs, max_memory, distributed: bool) -> int:
+    from ..api import deconvolve, load_model
+
     model_dir = Path(args.model)
     if not model_dir.is_dir():
         raise InputError(f"{model_dir}: no such model directory.")
@@ -71,7 +85,7 @@ def run(args) -> int:
     # Each file is read once: the images are kept (in their stored dtype) until used.
     images = []
     for path in inputs:
-        image, meta = read(path, args)
+        image, meta = read(path, args, distributed=distributed)
         arr = validated(path, image)
         if arr.ndim != model.ndim:
             raise InputError(
@@ -91,11 +105,24 @@ def run(args) -> int:
             images[i] = None  # free each image once it is done with
             start = time.perf_counter()
             try:
-                result = deconvolve(image, model, tta=args.tta)
+                result = deconvolve(image, model, tta=args.tta, max_memory=max_memory)
             except ValueError as err:
                 raise InputError(f"{path}: {err}") from err
+            result, streamed = computed(out, result)
+            write_out = functools.partial(
+                write,
+                out,
+                result,
+                meta,
+                output_dtype(args, meta),
+                overwrite=args.overwrite,
+                chunks=getattr(image, "chunksize", None),
+            )
+            if streamed:  # computed while written; an interrupt removes the partial store
+                write_out()
             with _signals.commit():
-                write(out, result, meta, output_dtype(args, meta), overwrite=args.overwrite)
+                if not streamed:
+                    write_out()
                 progress.done(out)
             if not args.quiet:
                 print(
