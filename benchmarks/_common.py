@@ -338,7 +338,7 @@ def fit_preset(
     noisy: np.ndarray,
     psf: np.ndarray,
     gt: np.ndarray,
-    preset: str,
+    preset: str | None,
     overrides: dict,
     *,
     border: int,
@@ -347,6 +347,9 @@ def fit_preset(
 ) -> tuple[dict, np.ndarray | None]:
     """``jdeconv.fit`` one preset and score it; an exception is recorded, not raised.
 
+    ``preset=None`` is the default config, ``Config.default(ndim)`` — what
+    ``jdeconv.fit(noisy, psf)`` runs — with ``overrides`` applied.
+
     ``train_s`` is the fit's training loop (steps and validations, after compilation);
     ``infer_ms`` a warm ``jdeconv.deconvolve`` of the whole image with the config's
     test-time augmentation (``fit`` has already compiled the predictor for this shape),
@@ -354,7 +357,10 @@ def fit_preset(
     ``fit``'s own first, compiling, inference).
     """
     try:
-        cfg = Config.preset(preset, **overrides)
+        if preset is None:
+            cfg = Config.default(noisy.ndim, **overrides)
+        else:
+            cfg = Config.preset(preset, **overrides)
         result = jdeconv.fit(noisy, psf, cfg, verbose=verbose)
         times = []
         if infer_repeats > 0:
