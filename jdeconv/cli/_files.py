@@ -350,8 +350,15 @@ def write(
                 "(the default) to keep its precision.",
                 stacklevel=2,
             )
-    try:
+    with _write_errors(out):
         io.write_image(out, array, metadata=meta, dtype=dtype, overwrite=overwrite)
+
+
+@contextlib.contextmanager
+def _write_errors(out: Path, *, other_os_errors: bool = True):
+    """The CLI's errors for a failed write of ``out`` (TIFF/NumPy and OME-Zarr alike)."""
+    try:
+        yield
     except FileExistsError as err:  # created by another program since it was claimed
         raise RuntimeError(
             f"{out} was created by another program while jdeconv worked and was not "
@@ -360,19 +367,14 @@ def write(
     except FileNotFoundError as err:
         raise InputError(f"{out}: {err}") from err
     except OSError as err:
+        if not other_os_errors:
+            raise
         raise RuntimeError(f"cannot write {out}: {err}") from err
 
 
 def _write_zarr(out: Path, array, meta, dtype, *, overwrite: bool, chunks) -> None:
     zarr_io = _zarr_io(out)
-    try:
+    with _write_errors(out, other_os_errors=False):
         zarr_io.write_ome_zarr(
             out, array, metadata=meta, dtype=dtype, chunks=chunks, overwrite=overwrite
         )
-    except FileExistsError as err:
-        raise RuntimeError(
-            f"{out} was created by another program while jdeconv worked and was not "
-            "replaced; pass --overwrite to replace it"
-        ) from err
-    except FileNotFoundError as err:
-        raise InputError(f"{out}: {err}") from err
