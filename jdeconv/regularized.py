@@ -51,9 +51,19 @@ Donoho & Johnstone 1994) instead returns the noise of the *median* pixel — the
 background in sparse images — and there underestimates ``σ̄`` (by 10-30 % on our sparse
 phantoms, against 0-15 % for the spectral estimate).
 
-Everything here is closed-form numpy/scipy in float64: one FFT pair per estimate, no
-iterations, nothing that ``jax.jit`` would speed up; the Richardson-Lucy iterations are
-:mod:`jdeconv.classic`'s, in JAX.
+Non-negativity. Fluorescence is never negative, and on sparse images (puncta, filaments,
+text) the linear solution's negative ringing around bright objects costs more than its
+noise: :func:`nonnegative_tikhonov` minimises the same objective subject to
+``x >= lower`` by projected gradient with Nesterov momentum (FISTA, Beck & Teboulle 2009,
+SIAM J. Imaging Sci. 2:183), started from the linear solution clipped, keeping λ from the
+linear problem's GCV. On benchmarks/quality.py's 2D matrix it was never more than
+0.03 dB below the linear solution and up to +1.5 dB above it (text, filaments, puncta);
+50 iterations reach the optimum within 0.01 dB on our images.
+
+Everything else here is closed-form numpy/scipy in float64: one FFT pair per estimate,
+nothing that ``jax.jit`` would speed up. The projected iterations
+(:func:`project_tikhonov`) are JAX, shared with the network's anchor
+(``jdeconv.unet``); the Richardson-Lucy iterations are :mod:`jdeconv.classic`'s.
 """
 
 from __future__ import annotations
@@ -63,6 +73,8 @@ import math
 import numbers
 from collections.abc import Iterable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy.fft
 import scipy.optimize
@@ -75,6 +87,8 @@ __all__ = [
     "tikhonov",
     "tikhonov_path",
     "tikhonov_kernel",
+    "nonnegative_tikhonov",
+    "project_tikhonov",
     "choose_weight",
     "choose_rl_iterations",
     "estimate_noise_std",
@@ -445,6 +459,135 @@ def tikhonov_kernel(
     # would otherwise dim the mean a little.
     kernel = kernel * (response.sum() / kernel.sum())
     return kernel.astype(np.float32)
+
+
+def project_tikhonov(
+    image: jax.Array,
+    start: jax.Array,
+    psf: jax.Array,
+    weight,
+    *,
+    lower,
+    iterations: int,
+    regularizer: str = "laplacian",
+) -> jax.Array:
+    """Non-negative Tikhonov by projected FISTA, for a batch ``(B, *spatial)``; pure JAX.
+
+    Minimises ``‖y − h * x‖² + weight ‖l * x‖²`` subject to ``x >= lower`` on each image
+    of the batch, extended by the PSF's full size on every side by mirror reflection (as
+    :func:`tikhonov`), with ``iterations`` steps of FISTA (step ``1 / max(|H|² + λ|L|²)``)
+    from ``start`` clipped at ``lower``, and crops back. jit-compatible: ``psf``,
+    ``weight`` and ``lower`` may be traced; ``iterations`` and the shapes are static.
+    0 iterations returns ``start`` clipped.
+
+    Example:
+      >>> from jdeconv.psf import gaussian_psf
+      >>> y = jnp.ones((1, 16, 16))
+      >>> x = project_tikhonov(y, y, jnp.asarray(gaussian_psf((5, 5), 1.0)), 0.1,
+      ...                      lower=0.0, iterations=10)
+      >>> bool(jnp.allclose(x, 1.0, atol=1e-4))
+      True
+    """
+    ndim = psf.ndim
+    pads = [(0, 0), *((k, k) for k in psf.shape)]
+    y = jnp.pad(image.astype(jnp.float32), pads, mode="symmetric")
+    x0 = jnp.pad(start.astype(jnp.float32), pads, mode="symmetric")
+    grid = y.shape[1:]
+    axes = tuple(range(1, ndim + 1))
+    kernel = jnp.zeros(grid, jnp.float32).at[tuple(slice(0, k) for k in psf.shape)].set(psf)
+    kernel = jnp.roll(kernel, [-(k // 2) for k in psf.shape], axis=tuple(range(ndim)))
+    otf = jnp.fft.rfftn(kernel)
+    reg2 = _laplacian_power(grid) if regularizer == "laplacian" else np.ones(otf.shape)
+    normal = otf.real**2 + otf.imag**2 + weight * jnp.asarray(reg2, jnp.float32)
+    step = 1.0 / jnp.max(normal)
+    back = jnp.conj(otf) * jnp.fft.rfftn(y, axes=axes)
+
+    def gradient(z):
+        return jnp.fft.irfftn(normal * jnp.fft.rfftn(z, axes=axes) - back, s=grid, axes=axes)
+
+    def body(_, carry):
+        x, z, t = carry
+        x_next = jnp.maximum(z - step * gradient(z), lower)
+        t_next = (1.0 + jnp.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        return x_next, x_next + ((t - 1.0) / t_next) * (x_next - x), t_next
+
+    x = jnp.maximum(x0, lower)
+    x, _, _ = jax.lax.fori_loop(0, iterations, body, (x, x, jnp.float32(1.0)))
+    window = tuple(slice(k, k + n) for k, n in zip(psf.shape, image.shape[1:], strict=True))
+    return x[(slice(None), *window)]
+
+
+def nonnegative_tikhonov(
+    image,
+    psf,
+    *,
+    weight: float | None = None,
+    lower: float | None = None,
+    regularizer: str = "laplacian",
+    iterations: int = 50,
+) -> np.ndarray:
+    """Tikhonov deconvolution constrained to ``x >= lower`` (module docstring).
+
+    The linear solution (:func:`tikhonov`, mirror extension) clipped at ``lower`` starts
+    ``iterations`` projected FISTA steps (:func:`project_tikhonov`).
+
+    Args:
+      image: the blurred, noisy image, 2D (YX) or 3D (ZYX), finite; any real dtype.
+      psf: the PSF, same rank, odd-sized and centred; normalised to sum 1 here.
+      weight: ``λ > 0``; None: the linear problem's choice (:func:`choose_weight`: GCV
+        for the Laplacian, the discrepancy principle for the identity).
+      lower: the bound; None: the image's minimum, which is at or below the background
+        whatever the camera offset (pass 0 for offset-free intensities).
+      regularizer: "laplacian" or "identity".
+      iterations: FISTA steps (50 reach the optimum within 0.01 dB PSNR on our images).
+
+    Returns:
+      The deconvolved image, float32, the image's shape and intensity scale, ``>= lower``.
+
+    Raises:
+      ValueError: as :func:`tikhonov`, or for a non-finite ``lower`` or a negative
+        iteration count.
+
+    Example:
+      >>> from jdeconv.psf import gaussian_psf
+      >>> image = np.random.default_rng(0).random((32, 32))
+      >>> x = nonnegative_tikhonov(image, gaussian_psf((5, 5), 1.0), weight=1e-2)
+      >>> bool(x.min() >= image.min() - 1e-6)
+      True
+    """
+    arr, kernel = _image_and_psf(image, psf)
+    _check_choice("regularizer", regularizer, REGULARIZERS)
+    if (
+        isinstance(iterations, bool)
+        or not isinstance(iterations, numbers.Integral)
+        or iterations < 0
+    ):
+        raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}.")
+    if lower is None:
+        lower = float(arr.min())
+    elif not (isinstance(lower, numbers.Real) and math.isfinite(lower)):
+        raise ValueError(
+            f"lower must be a finite number (or None for the image's minimum), got {lower!r}."
+        )
+    problem = _problem(arr, kernel, regularizer=regularizer, padding="reflect")
+    # GCV for the Laplacian, the discrepancy principle for the identity (module docstring).
+    rule = "gcv" if regularizer == "laplacian" else "discrepancy"
+    weight = (
+        _choose(problem, arr, kernel, rule=rule, noise_std=None)
+        if weight is None
+        else _check_weight(weight)
+    )
+    start = _solve(problem, weight)
+    out = project_tikhonov(
+        jnp.asarray(arr, jnp.float32)[None],
+        jnp.asarray(start, jnp.float32)[None],
+        jnp.asarray(kernel, jnp.float32),
+        float(weight),
+        lower=float(lower),
+        iterations=int(iterations),
+        regularizer=regularizer,
+    )
+    return np.asarray(out[0], dtype=np.float32)
 
 
 def wiener(

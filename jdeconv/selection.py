@@ -85,10 +85,14 @@ class ModelSelector:
     deconvolved image, and on a few thousand pixels it is noisy: its minimum is often an
     early model by chance. So a later model is kept unless it is significantly worse than
     the best so far (a paired z-test on the per-pixel residuals, z > ``z``), and training
-    stops after ``patience`` significantly worse evaluations in a row.
+    stops after ``patience`` significantly worse evaluations in a row. With
+    ``rule="if_better"`` the burden is reversed: the kept model (the first one, e.g. an
+    anchored network's classical step 0) is replaced only by a model significantly better
+    than it, and patience counts models significantly worse than the kept one.
 
     Args:
       z: the paired test's threshold in standard errors.
+      rule: "unless_worse" or "if_better" (above).
       patience: stop after this many significantly worse evaluations in a row (None:
         never).
       keep_params: copy the kept parameters (only needed to return them).
@@ -100,8 +104,13 @@ class ModelSelector:
       10
     """
 
-    def __init__(self, *, z: float, patience: int | None, keep_params: bool):
+    def __init__(
+        self, *, z: float, patience: int | None, keep_params: bool, rule: str = "unless_worse"
+    ):
+        if rule not in ("unless_worse", "if_better"):
+            raise ValueError(f"rule must be 'unless_worse' or 'if_better', got {rule!r}.")
         self.keep = keep_params
+        self.rule = rule
         self.z = z
         self.patience = patience
         self.best = None  # residuals of the lowest-mean model so far
@@ -110,9 +119,14 @@ class ModelSelector:
     @classmethod
     def from_config(cls, cfg) -> ModelSelector:
         v = cfg.validation
-        return cls(z=v.selection_z, patience=v.patience, keep_params=v.restore_best)
+        return cls(
+            z=v.selection_z, patience=v.patience, keep_params=v.restore_best, rule=v.selection
+        )
 
     def update(self, step: int, residuals: np.ndarray, params) -> None:
+        if self.rule == "if_better":
+            self._update_if_better(step, residuals, params)
+            return
         if self.best is None or residuals.mean() < self.best.mean():
             self.best = residuals
             significantly_worse = False
@@ -124,6 +138,21 @@ class ModelSelector:
             self.worse += 1
         else:
             self.worse = 0
+            self.kept_step = step
+            if self.keep:
+                self.kept_params = jax.tree.map(jnp.copy, params)
+
+    def _update_if_better(self, step: int, residuals: np.ndarray, params) -> None:
+        if self.best is None:
+            significantly_better, significantly_worse = True, False
+        else:
+            diff = residuals - self.best  # against the kept model
+            se = diff.std(ddof=1) / math.sqrt(diff.size) if diff.size > 1 else 0.0
+            significantly_better = diff.mean() < -self.z * se
+            significantly_worse = diff.mean() > self.z * se
+        self.worse = self.worse + 1 if significantly_worse else 0
+        if significantly_better:
+            self.best = residuals
             self.kept_step = step
             if self.keep:
                 self.kept_params = jax.tree.map(jnp.copy, params)

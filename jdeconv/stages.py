@@ -194,7 +194,8 @@ class Prepared:
       input_range: the input's (min, max), in its own units.
       loss: the loss, its bound terms bound to the input's range.
       train_key: the key of patch sampling and masks.
-      anchor: the network's fixed Tikhonov filter (``cfg.network.anchor``), or None.
+      anchor: the network's fixed Tikhonov filter (``cfg.network.anchor``), or None (a
+        non-negative anchor's PSF is ``psf``).
       source: the image as given (read by the sampler and inference); None when ``x``
         holds it.
       sampler: the :class:`jdeconv.sampling.RegionSampler` of a large or lazy image, or
@@ -344,8 +345,8 @@ def prepare(
     loss = make_loss(cfg.loss, defaults={"lower": lower, "upper": upper})
 
     anchor = None
-    if cfg.network.anchor == "tikhonov":
-        cfg, anchor = _anchor(cfg, x, psf)
+    if cfg.network.anchor != "none":
+        cfg, anchor = _anchor(cfg, x, psf, lower=lower)
 
     key = jax.random.key(cfg.seed)
     train_key, val_key = jax.random.split(key)
@@ -364,8 +365,12 @@ def prepare(
     )
 
 
-def _anchor(cfg: Config, x: np.ndarray, psf: np.ndarray) -> tuple[Config, np.ndarray]:
-    """The Tikhonov filter of the anchored network; the config records its weight and shape.
+def _anchor(
+    cfg: Config, x: np.ndarray, psf: np.ndarray, *, lower: float
+) -> tuple[Config, np.ndarray]:
+    """The Tikhonov filter of the anchored network; the config records its weight and shape
+    (and, for a non-negative anchor, the PSF's shape and the bound ``lower``, the input's
+    minimum in standardised units).
 
     The weight is chosen on the standardised image (λ does not depend on the intensity
     scale) by generalised cross-validation, unless the config gives one.
@@ -377,6 +382,10 @@ def _anchor(cfg: Config, x: np.ndarray, psf: np.ndarray) -> tuple[Config, np.nda
     network = dataclasses.replace(
         cfg.network, anchor_weight=float(weight), anchor_shape=kernel.shape
     )
+    if cfg.network.anchor == "nonneg_tikhonov":
+        network = dataclasses.replace(
+            network, anchor_psf_shape=psf.shape, anchor_lower=float(lower)
+        )
     return cfg.replace(network=network), kernel
 
 
@@ -414,11 +423,11 @@ def _prepare_regions(image, psf, cfg, *, normalize_psf: bool, settings) -> Prepa
         settings=settings,
     )
     anchor = None
-    if cfg.network.anchor == "tikhonov":
+    if cfg.network.anchor != "none":
         # λ by GCV on the centre window (read once), standardised as the whole image.
         window = _centre_window(tuple(image.shape), VALIDATION_REGION[ndim])
         crop = (np.asarray(image[window], dtype=np.float64) - offset) / scale
-        cfg, anchor = _anchor(cfg, crop.astype(np.float32), psf)
+        cfg, anchor = _anchor(cfg, crop.astype(np.float32), psf, lower=lower)
     return Prepared(
         cfg,
         psf,
@@ -533,7 +542,8 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
     mesh = batch_mesh(cfg.data.batch_size)  # None on one device
     graphdef, params = init_unet(cfg.seed, cfg.unet(ndim))
     if prepared.anchor is not None:
-        params = set_anchor(params, prepared.anchor)
+        nonneg = cfg.network.anchor == "nonneg_tikhonov"
+        params = set_anchor(params, prepared.anchor, prepared.psf if nonneg else None)
     tx = make_optimizer(cfg)
     g_patch = prepared.forward(cfg.patch_shape(ndim))
     step_fn = make_train_step(

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from .regularized import project_tikhonov
+
 __all__ = [
     "UNetConfig",
     "UNet",
@@ -58,6 +60,13 @@ class UNetConfig:
         the network computes ``anchor * x + U(x)``, with the filter a :class:`Anchor`
         parameter that training never changes (:func:`set_anchor` fills it; ``jdeconv.fit``
         puts the Tikhonov deconvolution filter there, see ``NetworkConfig.anchor``).
+      anchor_psf_shape: with an anchor, the shape of the PSF (empty: none) of a
+        non-negative anchor: the filtered input then starts ``anchor_iterations`` steps
+        of projected FISTA for ``min ‖y − h * x‖² + anchor_weight ‖Δx‖²`` subject to
+        ``x >= anchor_lower`` (:func:`jdeconv.regularized.project_tikhonov`), with the
+        PSF a second fixed :class:`Anchor` parameter, ``anchor_psf``.
+      anchor_weight, anchor_lower, anchor_iterations: that problem's λ, bound (in the
+        network's standardised units) and step count.
 
     Example:
       >>> UNetConfig(ndim=3, depth=2).multiple
@@ -74,14 +83,25 @@ class UNetConfig:
     conv3d: str = "stacked"
     dtype: str = "float32"
     anchor_shape: tuple[int, ...] = ()
+    anchor_psf_shape: tuple[int, ...] = ()
+    anchor_weight: float = 0.0
+    anchor_lower: float = 0.0
+    anchor_iterations: int = 50
 
     def __post_init__(self):
         if self.ndim not in (2, 3):
             raise ValueError(f"UNet ndim must be 2 or 3, got {self.ndim}.")
-        shape = tuple(self.anchor_shape)
-        if shape and (len(shape) != self.ndim or any(k < 1 or k % 2 == 0 for k in shape)):
-            raise ValueError(f"anchor_shape must be {self.ndim} odd sizes (or empty), got {shape}.")
-        object.__setattr__(self, "anchor_shape", tuple(int(k) for k in shape))
+        for name in ("anchor_shape", "anchor_psf_shape"):
+            shape = tuple(getattr(self, name))
+            if shape and (len(shape) != self.ndim or any(k < 1 or k % 2 == 0 for k in shape)):
+                raise ValueError(f"{name} must be {self.ndim} odd sizes (or empty), got {shape}.")
+            object.__setattr__(self, name, tuple(int(k) for k in shape))
+        if self.anchor_psf_shape and not self.anchor_shape:
+            raise ValueError("anchor_psf_shape needs an anchor filter (anchor_shape).")
+        if self.anchor_psf_shape and not self.anchor_weight > 0:
+            raise ValueError(f"anchor_weight must be > 0, got {self.anchor_weight}.")
+        if self.anchor_iterations < 0:
+            raise ValueError(f"anchor_iterations must be >= 0, got {self.anchor_iterations}.")
         if not 1 <= self.depth <= 6:
             raise ValueError(f"UNet depth must be between 1 and 6, got {self.depth}.")
         if self.base_channels < 1:
@@ -237,8 +257,9 @@ def anchor_filter(kernel: jax.Array, x: jax.Array) -> jax.Array:
     return full[(slice(None), *window)]
 
 
-def set_anchor(params, kernel):
-    """``params`` with the network's :class:`Anchor` filter set to ``kernel``.
+def set_anchor(params, kernel, psf=None):
+    """``params`` with the network's :class:`Anchor` filter set to ``kernel`` (and, for a
+    non-negative anchor, its PSF to ``psf``).
 
     Example:
       >>> cfg = UNetConfig(ndim=2, depth=1, base_channels=4, norm="none", anchor_shape=(3, 3))
@@ -253,8 +274,22 @@ def set_anchor(params, kernel):
     kernel = jnp.asarray(kernel, jnp.float32)
     if kernel.shape != want:
         raise ValueError(f"anchor kernel shape {kernel.shape} != the network's {want}.")
+    has_psf = "anchor_psf" in params
+    if (psf is not None) != has_psf:
+        raise ValueError(
+            "this network's anchor " + ("needs a PSF (psf=...)." if has_psf else "has no PSF.")
+        )
+    if has_psf:
+        psf = jnp.asarray(psf, jnp.float32)
+        if psf.shape != params["anchor_psf"].get_value().shape:
+            raise ValueError(
+                f"anchor PSF shape {psf.shape} != the network's "
+                f"{params['anchor_psf'].get_value().shape}."
+            )
     params = jax.tree.map(lambda v: v, params)  # a new State; the caller's is untouched
     params["anchor"].set_value(kernel)
+    if has_psf:
+        params["anchor_psf"].set_value(psf)
     return params
 
 
@@ -286,6 +321,8 @@ class UNet(nnx.Module):
         self.head = _conv(chans[0], 1, 1, cfg, rngs)
         if cfg.anchor_shape:
             self.anchor = Anchor(jnp.zeros(cfg.anchor_shape, jnp.float32))
+        if cfg.anchor_psf_shape:
+            self.anchor_psf = Anchor(jnp.zeros(cfg.anchor_psf_shape, jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         ndim = self.cfg.ndim
@@ -314,7 +351,17 @@ class UNet(nnx.Module):
         out = out[(slice(None), *(slice(0, s) for s in spatial), slice(None))]
         if self.cfg.anchor_shape:
             kernel = jax.lax.stop_gradient(self.anchor.get_value())
-            linear = anchor_filter(kernel, x_in[..., 0].astype(jnp.float32))
+            y = x_in[..., 0].astype(jnp.float32)
+            linear = anchor_filter(kernel, y)
+            if self.cfg.anchor_psf_shape:
+                linear = project_tikhonov(
+                    y,
+                    linear,
+                    jax.lax.stop_gradient(self.anchor_psf.get_value()),
+                    self.cfg.anchor_weight,
+                    lower=self.cfg.anchor_lower,
+                    iterations=self.cfg.anchor_iterations,
+                )
             out = out.astype(jnp.float32) + linear[..., None]
         return out
 

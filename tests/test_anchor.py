@@ -106,7 +106,8 @@ def test_default_fit_is_anchored_and_reloads(tmp_path):
         )
     )
     cfg = Config.default(2, steps=4, patch_size=32, batch_size=2, validate_every=2, tta=False)
-    assert cfg.network.anchor == "tikhonov" and cfg.validation.restore_best
+    assert cfg.network.anchor == "nonneg_tikhonov" and cfg.validation.restore_best
+    assert cfg.validation.selection == "if_better"
     result = jdeconv.fit(noisy, psf, cfg, verbose=False)
     net = result.model.config.network
     assert net.anchor_weight > 0 and len(net.anchor_shape) == 2
