@@ -543,7 +543,7 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
     graphdef, params = init_unet(cfg.seed, cfg.unet(ndim))
     if prepared.anchor is not None:
         nonneg = cfg.network.anchor == "nonneg_tikhonov"
-        params = set_anchor(params, prepared.anchor, prepared.psf if nonneg else None)
+        params = set_anchor(params, prepared.anchor, psf=prepared.psf if nonneg else None)
     tx = make_optimizer(cfg)
     g_patch = prepared.forward(cfg.patch_shape(ndim))
     step_fn = make_train_step(

@@ -257,7 +257,7 @@ def anchor_filter(kernel: jax.Array, x: jax.Array) -> jax.Array:
     return full[(slice(None), *window)]
 
 
-def set_anchor(params, kernel, psf=None):
+def set_anchor(params, kernel, *, psf=None):
     """``params`` with the network's :class:`Anchor` filter set to ``kernel`` (and, for a
     non-negative anchor, its PSF to ``psf``).
 

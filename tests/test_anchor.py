@@ -122,7 +122,9 @@ def test_given_anchor_weight_is_used_and_step_zero_is_tikhonov():
     rng = np.random.default_rng(1)
     image = ndi.gaussian_filter(rng.random((40, 40)), 2) + 0.05 * rng.random((40, 40))
     psf = gaussian_psf((5, 5), 1.0)
-    cfg = Config.default(2, steps=1, patch_size=32, batch_size=2, tta=False, anchor_weight=0.05)
+    cfg = Config.default(
+        2, steps=1, patch_size=32, batch_size=2, tta=False, anchor="tikhonov", anchor_weight=0.05
+    )
     cfg = cfg.replace(clip_output=False)
     prepared = jdeconv.stages.prepare(image, psf, cfg)
     assert prepared.cfg.network.anchor_weight == 0.05

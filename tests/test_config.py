@@ -121,10 +121,14 @@ def test_group_objects_validate_on_their_own():
 
 
 def test_default_sizes_follow_the_backend():
-    # CPU: jdeconv 0.1's sizes; in 2D the network anchored on the Tikhonov solution,
-    # model selection on and no negative output.
+    # CPU: jdeconv 0.1's sizes; in 2D the network anchored on the non-negative Tikhonov
+    # solution, which a trained model must beat significantly, and no negative output.
     assert Config.default(2, backend="cpu") == Config.preset(
-        "noise2same_d", anchor="tikhonov", restore_best=True, clip_output="below"
+        "noise2same_d",
+        anchor="nonneg_tikhonov",
+        restore_best=True,
+        selection="if_better",
+        clip_output="below",
     )
     assert Config.default(3, backend="cpu") == Config.preset(
         "noise2same", batch_size=2, patch_size=48, patch_size_z=32, steps=300

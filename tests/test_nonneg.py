@@ -1,0 +1,205 @@
+"""Non-negative Tikhonov (projected FISTA) and the anchored network built on it."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+import scipy.optimize
+
+import jdeconv
+from jdeconv import regularized
+from jdeconv.config import Config, NetworkConfig, ValidationConfig
+from jdeconv.psf import gaussian_psf
+from jdeconv.selection import ModelSelector
+from jdeconv.unet import UNetConfig, apply_network, init_unet, set_anchor
+
+
+def _sparse_scene(shape=(12, 12), seed=0):
+    rng = np.random.default_rng(seed)
+    truth = np.zeros(shape)
+    truth[tuple(rng.integers(2, n - 2, 5) for n in shape)] = 1.0
+    psf = gaussian_psf((5, 5), 0.8)
+    blurred = ndi.convolve(truth, psf, mode="reflect")
+    return (blurred + 0.05 * rng.standard_normal(shape)).astype(np.float32), psf
+
+
+def _reference(image, psf, weight, lower):
+    """The same problem (mirror extension by the PSF size, periodic operators on it),
+    solved independently as a dense bound-constrained least-squares problem."""
+    k = psf.shape[0]
+    ext = np.pad(image.astype(np.float64), k, mode="symmetric")
+    n = ext.size
+
+    def operator(stencil):
+        mat = np.empty((n, n))
+        for j in range(n):
+            e = np.zeros(n)
+            e[j] = 1.0
+            mat[:, j] = ndi.convolve(e.reshape(ext.shape), stencil, mode="wrap").ravel()
+        return mat
+
+    lap = np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], float)
+    a = np.vstack([operator(psf.astype(np.float64)), np.sqrt(weight) * operator(lap)])
+    b = np.concatenate([ext.ravel(), np.zeros(n)])
+    x = scipy.optimize.lsq_linear(a, b, bounds=(lower, np.inf), tol=1e-12).x
+    return x.reshape(ext.shape)[k:-k, k:-k]
+
+
+def test_projected_fista_solves_the_constrained_problem():
+    image, psf = _sparse_scene()
+    weight, lower = 0.02, 0.0
+    start = regularized.tikhonov(image, psf, weight=weight)
+    got = regularized.project_tikhonov(
+        jnp.asarray(image)[None],
+        jnp.asarray(start)[None],
+        jnp.asarray(psf),
+        weight,
+        lower=lower,
+        iterations=2000,
+    )[0]
+    want = _reference(image, psf, weight, lower)
+    assert want.min() == pytest.approx(lower, abs=1e-9)  # the bound is active somewhere
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-3 * np.ptp(want))
+    # Far from the bound the constraint is inactive: the linear (periodic-extension) solution.
+    linear = _reference(image, psf, weight, -1e3)
+    loose = regularized.project_tikhonov(
+        jnp.asarray(image)[None],
+        jnp.asarray(start)[None],
+        jnp.asarray(psf),
+        weight,
+        lower=-1e3,
+        iterations=2000,
+    )[0]
+    np.testing.assert_allclose(np.asarray(loose), linear, atol=2e-3 * np.ptp(linear))
+
+
+def test_nonnegative_tikhonov_is_bounded_and_beats_linear_on_sparse_image():
+    rng = np.random.default_rng(1)
+    truth = np.zeros((64, 64))
+    truth[rng.integers(4, 60, 30), rng.integers(4, 60, 30)] = 1.0
+    psf = gaussian_psf((9, 9), 1.5)
+    noisy = np.clip(ndi.convolve(truth, psf) + 0.01 * rng.standard_normal(truth.shape), 0, None)
+    weight = regularized.choose_weight(noisy, psf)
+    linear = regularized.tikhonov(noisy, psf, weight=weight)
+    positive = regularized.nonnegative_tikhonov(noisy, psf)  # same GCV weight, lower = min
+    assert positive.dtype == np.float32 and positive.shape == noisy.shape
+    assert positive.min() >= noisy.min() - 1e-6 and linear.min() < noisy.min()
+    err = lambda x: float(np.mean((x - truth) ** 2))  # noqa: E731
+    assert err(positive) < 0.9 * err(linear)
+    lifted = regularized.nonnegative_tikhonov(noisy, psf, weight=weight, lower=0.1)
+    assert lifted.min() >= 0.1 - 1e-6
+
+
+def test_nonnegative_tikhonov_rejects_bad_input():
+    image, psf = _sparse_scene()
+    with pytest.raises(ValueError, match="iterations"):
+        regularized.nonnegative_tikhonov(image, psf, weight=0.1, iterations=-1)
+    with pytest.raises(ValueError, match="lower"):
+        regularized.nonnegative_tikhonov(image, psf, weight=0.1, lower=float("nan"))
+    with pytest.raises(ValueError, match="weight"):
+        regularized.nonnegative_tikhonov(image, psf, weight=-1.0)
+    with pytest.raises(ValueError, match="NaN|finite"):
+        regularized.nonnegative_tikhonov(np.full((12, 12), np.nan), psf, weight=0.1)
+
+
+def test_nonneg_anchored_network_starts_as_nonnegative_tikhonov():
+    image, psf = _sparse_scene((16, 16))
+    weight = 0.05
+    kernel = regularized.tikhonov_kernel(psf, weight)
+    cfg = UNetConfig(
+        ndim=2,
+        depth=1,
+        base_channels=4,
+        norm="none",
+        anchor_shape=kernel.shape,
+        anchor_psf_shape=psf.shape,
+        anchor_weight=weight,
+        anchor_lower=0.0,
+        anchor_iterations=50,
+    )
+    graphdef, params = init_unet(0, cfg)
+    with pytest.raises(ValueError, match="needs a PSF"):
+        set_anchor(params, kernel)
+    params = set_anchor(params, kernel, psf=psf)
+    got = np.asarray(apply_network(graphdef, params, jnp.asarray(image)[None]))[0]
+    linear = np.asarray(jdeconv.unet.anchor_filter(jnp.asarray(kernel), jnp.asarray(image)[None]))
+    want = regularized.project_tikhonov(
+        jnp.asarray(image)[None],
+        jnp.asarray(linear),
+        jnp.asarray(psf),
+        weight,
+        lower=0.0,
+        iterations=50,
+    )[0]
+    np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
+    assert got.min() >= 0.0
+    _, plain = init_unet(
+        0, UNetConfig(ndim=2, depth=1, base_channels=4, norm="none", anchor_shape=kernel.shape)
+    )
+    with pytest.raises(ValueError, match="has no PSF"):
+        set_anchor(plain, kernel, psf=psf)
+
+
+def test_default_fit_records_the_nonneg_anchor_and_step_zero_is_the_classical_solution():
+    rng = np.random.default_rng(0)
+    truth = np.zeros((48, 48))
+    truth[rng.integers(4, 44, 20), rng.integers(4, 44, 20)] = 1.0
+    psf = gaussian_psf((7, 7), 1.5)
+    noisy = np.clip(ndi.convolve(truth, psf) + 0.02 * rng.standard_normal(truth.shape), 0, None)
+    cfg = Config.default(2, steps=2, patch_size=32, batch_size=2, validate_every=1, tta=False)
+    # An impossible threshold: no trained model can be significantly better, so step 0
+    # is kept and the result is the non-negative Tikhonov solution.
+    cfg = cfg.replace(selection_z=1e9)
+    result = jdeconv.fit(noisy, psf, cfg, verbose=False)
+    net = result.model.config.network
+    assert net.anchor == "nonneg_tikhonov" and net.anchor_psf_shape == (7, 7)
+    prepared = jdeconv.stages.prepare(noisy, psf, cfg)
+    assert net.anchor_lower == pytest.approx((noisy.min() - prepared.offset) / prepared.scale)
+    assert result.best_step == 0
+    want = regularized.nonnegative_tikhonov(noisy, psf, weight=net.anchor_weight)
+    np.testing.assert_allclose(result.deconvolved, want, atol=2e-3 * np.ptp(want))
+
+
+def test_if_better_selection_keeps_step_zero_unless_significantly_better():
+    rng = np.random.default_rng(0)
+    base = rng.random(2000) + 1.0
+    sel = ModelSelector(z=2.0, patience=2, keep_params=False, rule="if_better")
+    sel.update(0, base, None)
+    sel.update(25, base - 1e-4 + 1e-2 * rng.standard_normal(2000), None)  # not significant
+    assert sel.kept_step == 0 and sel.worse == 0
+    sel.update(50, base + 0.05, None)  # significantly worse
+    assert sel.kept_step == 0 and sel.worse == 1 and not sel.should_stop()
+    sel.update(75, base - 0.05, None)  # significantly better
+    assert sel.kept_step == 75 and sel.worse == 0
+    sel.update(100, base + 0.01, None)
+    sel.update(125, base + 0.01, None)
+    assert sel.kept_step == 75 and sel.should_stop()
+    # The historical rule keeps the not-significant later model.
+    old = ModelSelector(z=2.0, patience=None, keep_params=False)
+    old.update(0, base, None)
+    old.update(25, base + 1e-4 + 1e-2 * rng.standard_normal(2000), None)
+    assert old.kept_step == 25
+    with pytest.raises(ValueError, match="rule"):
+        ModelSelector(z=2.0, patience=None, keep_params=False, rule="best")
+
+
+def test_config_checks_nonneg_fields():
+    with pytest.raises(ValueError, match="selection"):
+        ValidationConfig(selection="best")
+    with pytest.raises(ValueError, match="anchor_iterations"):
+        NetworkConfig(anchor="nonneg_tikhonov", anchor_iterations=-1)
+    with pytest.raises(ValueError, match="anchor_psf_shape"):
+        NetworkConfig(anchor_psf_shape=(4, 4))
+    with pytest.raises(ValueError, match="anchor_psf_shape needs"):
+        UNetConfig(ndim=2, anchor_psf_shape=(3, 3), anchor_weight=0.1)
+    cfg = Config.default(2).replace(
+        network=NetworkConfig(
+            anchor="nonneg_tikhonov",
+            anchor_weight=0.1,
+            anchor_shape=(9, 9),
+            anchor_psf_shape=(5, 5),
+            anchor_lower=-0.5,
+        )
+    )
+    again = Config.from_dict(cfg.to_dict())
+    assert again == cfg and again.network.anchor_psf_shape == (5, 5)
