@@ -153,6 +153,11 @@ def _check_weight(value, name: str = "weight") -> float:
     return value
 
 
+def _check_integer(value, name: str, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
 def _check_noise_std(noise_std) -> float | None:
     if noise_std is None:
         return None
@@ -557,12 +562,7 @@ def nonnegative_tikhonov(
     """
     arr, kernel = _image_and_psf(image, psf)
     _check_choice("regularizer", regularizer, REGULARIZERS)
-    if (
-        isinstance(iterations, bool)
-        or not isinstance(iterations, numbers.Integral)
-        or iterations < 0
-    ):
-        raise ValueError(f"iterations must be a non-negative integer, got {iterations!r}.")
+    _check_integer(iterations, "iterations", minimum=0)
     if lower is None:
         lower = float(arr.min())
     elif not (isinstance(lower, numbers.Real) and math.isfinite(lower)):
@@ -880,18 +880,11 @@ def choose_rl_iterations(
       >>> 1 <= choose_rl_iterations(image, gaussian_psf((5, 5), 1.0), max_iterations=20) <= 20
       True
     """
-    import jax.numpy as jnp
-
     from .classic import richardson_lucy_path
     from .forward import make_forward
 
     _check_choice("rule", rule, RL_RULES)
-    if (
-        isinstance(max_iterations, bool)
-        or not isinstance(max_iterations, numbers.Integral)
-        or max_iterations < 1
-    ):
-        raise ValueError(f"max_iterations must be an integer >= 1, got {max_iterations!r}.")
+    _check_integer(max_iterations, "max_iterations", minimum=1)
     noise_std = _check_noise_std(noise_std)
     arr, kernel = _image_and_psf(image, psf)
     if noise_std is None:

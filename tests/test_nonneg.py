@@ -73,12 +73,18 @@ def test_projected_fista_solves_the_constrained_problem():
     np.testing.assert_allclose(np.asarray(loose), linear, atol=2e-3 * np.ptp(linear))
 
 
+def _spots(size, count, psf, noise, seed):
+    """Point sources on a dark background, blurred, noisy and clipped at 0."""
+    rng = np.random.default_rng(seed)
+    truth = np.zeros((size, size))
+    truth[rng.integers(4, size - 4, count), rng.integers(4, size - 4, count)] = 1.0
+    blurred = ndi.convolve(truth, psf)
+    return truth, np.clip(blurred + noise * rng.standard_normal(truth.shape), 0, None)
+
+
 def test_nonnegative_tikhonov_is_bounded_and_beats_linear_on_sparse_image():
-    rng = np.random.default_rng(1)
-    truth = np.zeros((64, 64))
-    truth[rng.integers(4, 60, 30), rng.integers(4, 60, 30)] = 1.0
     psf = gaussian_psf((9, 9), 1.5)
-    noisy = np.clip(ndi.convolve(truth, psf) + 0.01 * rng.standard_normal(truth.shape), 0, None)
+    truth, noisy = _spots(64, 30, psf, 0.01, seed=1)
     weight = regularized.choose_weight(noisy, psf)
     linear = regularized.tikhonov(noisy, psf, weight=weight)
     positive = regularized.nonnegative_tikhonov(noisy, psf)  # same GCV weight, lower = min
@@ -141,11 +147,8 @@ def test_nonneg_anchored_network_starts_as_nonnegative_tikhonov():
 
 
 def test_default_fit_records_the_nonneg_anchor_and_step_zero_is_the_classical_solution():
-    rng = np.random.default_rng(0)
-    truth = np.zeros((48, 48))
-    truth[rng.integers(4, 44, 20), rng.integers(4, 44, 20)] = 1.0
     psf = gaussian_psf((7, 7), 1.5)
-    noisy = np.clip(ndi.convolve(truth, psf) + 0.02 * rng.standard_normal(truth.shape), 0, None)
+    _, noisy = _spots(48, 20, psf, 0.02, seed=0)
     cfg = Config.default(2, steps=2, patch_size=32, batch_size=2, validate_every=1, tta=False)
     # An impossible threshold: no trained model can be significantly better, so step 0
     # is kept and the result is the non-negative Tikhonov solution.
