@@ -206,3 +206,31 @@ def test_config_checks_nonneg_fields():
     )
     again = Config.from_dict(cfg.to_dict())
     assert again == cfg and again.network.anchor_psf_shape == (5, 5)
+
+
+def test_nonneg_anchor_in_3d():
+    rng = np.random.default_rng(3)
+    image = rng.random((8, 16, 16)).astype(np.float32)
+    psf = gaussian_psf((3, 5, 5), 1.0)
+    weight = 0.1
+    kernel = regularized.tikhonov_kernel(psf, weight)
+    cfg = UNetConfig(
+        ndim=3,
+        depth=1,
+        base_channels=4,
+        norm="none",
+        anchor_shape=kernel.shape,
+        anchor_psf_shape=psf.shape,
+        anchor_weight=weight,
+        anchor_lower=0.2,
+        anchor_iterations=20,
+    )
+    graphdef, params = init_unet(0, cfg)
+    params = set_anchor(params, kernel, psf=psf)
+    got = np.asarray(apply_network(graphdef, params, jnp.asarray(image)[None]))[0]
+    linear = jdeconv.unet.anchor_filter(jnp.asarray(kernel), jnp.asarray(image)[None])
+    want = regularized.project_tikhonov(
+        jnp.asarray(image)[None], linear, jnp.asarray(psf), weight, lower=0.2, iterations=20
+    )[0]
+    np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
+    assert got.min() >= 0.2 - 1e-6 and got.shape == image.shape
