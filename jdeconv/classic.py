@@ -357,4 +357,11 @@ def richardson_lucy_path(
     return path
 
 
-from .regularized import choose_rl_iterations, choose_weight, nonnegative_tikhonov, tikhonov, tikhonov_path, wiener  # noqa: E402, F401, I001, E501
+from .regularized import (
+    choose_rl_iterations,
+    choose_weight,
+    nonnegative_tikhonov,
+    tikhonov,
+    tikhonov_path,
+    wiener,
+)  # noqa: E402, F401, I001, E501

@@ -1,7 +1,7 @@
 """Lazy inference on dask arrays: larger-than-memory images, many workers, clusters.
 
 :func:`deconvolve_dask` returns a lazy float32 dask array. Each block is extended by
-the network's receptive field (the tile halo, ``Config.tile_halo`` rounded up to the size
+the network's receptive field (the tile halo, ``Config.tile_context()`` rounded up to the size
 multiple) with ``dask.array.map_overlap`` (``boundary="none"``: a block at the image's
 edge sees the edge, as the whole image does), predicted by
 :func:`jdeconv.predict.predict` with the same per-tile standardisation as the in-memory
@@ -178,7 +178,7 @@ def block_chunks(shape, model: FittedModel, *, tile_size=None, max_memory=None):
     """
     cfg = model.config
     multiple = cfg.network.multiple
-    halo = -(-cfg.inference.tile_halo // multiple) * multiple
+    halo = -(-cfg.tile_context() // multiple) * multiple
     if tile_size is None:
         tile_size = cfg.inference.tile_size
     if tile_size is None:
@@ -227,7 +227,7 @@ def predict_dask(
 
     cfg = model.config
     multiple = cfg.network.multiple
-    halo = -(-cfg.inference.tile_halo // multiple) * multiple
+    halo = -(-cfg.tile_context() // multiple) * multiple
     chunks = block_chunks(image.shape, model, tile_size=tile_size, max_memory=max_memory)
     x = image.rechunk(chunks)
     depth = {axis: (halo if len(c) > 1 else 0) for axis, c in enumerate(chunks)}

@@ -170,7 +170,7 @@ def predict_standardised(
         x,
         multiple=model.config.network.multiple,
         tile_size=inf.tile_size if tile_size is None else tile_size,
-        halo=inf.tile_halo,
+        halo=model.config.tile_context(),
         tta=inf.tta,
         offset=offset,
         scale=scale,

@@ -234,3 +234,16 @@ def test_nonneg_anchor_in_3d():
     )[0]
     np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
     assert got.min() >= 0.2 - 1e-6 and got.shape == image.shape
+
+
+def test_anchored_tiles_equal_the_whole_image():
+    # Tiles get the anchor's reach as context (Config.tile_context), so tiled inference
+    # of the non-negative anchor equals whole-image inference.
+    psf = gaussian_psf((9, 9), 1.5)
+    _, noisy = _spots(96, 40, psf, 0.02, seed=2)
+    cfg = Config.default(2, steps=1, patch_size=32, batch_size=2, tta=False, tile_halo=8)
+    model = jdeconv.fit(noisy, psf, cfg, verbose=False).model
+    assert model.config.tile_context() > 8
+    whole = jdeconv.deconvolve(noisy, model)
+    tiled = jdeconv.deconvolve(noisy, model, tile_size=64)
+    np.testing.assert_allclose(tiled, whole, atol=1e-3 * np.ptp(whole))
