@@ -357,11 +357,11 @@ def richardson_lucy_path(
     return path
 
 
-from .regularized import (
-    choose_rl_iterations,
-    choose_weight,
-    nonnegative_tikhonov,
-    tikhonov,
-    tikhonov_path,
-    wiener,
-)  # noqa: E402, F401, I001, E501
+from .regularized import (  # noqa: E402, I001
+    choose_rl_iterations,  # noqa: F401
+    choose_weight,  # noqa: F401
+    nonnegative_tikhonov,  # noqa: F401
+    tikhonov,  # noqa: F401
+    tikhonov_path,  # noqa: F401
+    wiener,  # noqa: F401
+)

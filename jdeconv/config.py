@@ -179,18 +179,13 @@ class NetworkConfig:
         _choice(self, "dtype", ComputeDtype)
         _choice(self, "anchor", AnchorKind)
         _real(self, "anchor_weight", low=0.0, low_open=True, allow_none=True)
-        shape = self.anchor_shape
-        if isinstance(shape, str) or not all(
-            isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in shape
-        ):
-            raise ValueError(f"anchor_shape must be a tuple of odd integers, got {shape!r}.")
-        object.__setattr__(self, "anchor_shape", tuple(int(n) for n in shape))
-        shape = self.anchor_psf_shape
-        if isinstance(shape, str) or not all(
-            isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in shape
-        ):
-            raise ValueError(f"anchor_psf_shape must be a tuple of odd integers, got {shape!r}.")
-        object.__setattr__(self, "anchor_psf_shape", tuple(int(n) for n in shape))
+        for name in ("anchor_shape", "anchor_psf_shape"):
+            shape = getattr(self, name)
+            if isinstance(shape, str) or not all(
+                isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in shape
+            ):
+                raise ValueError(f"{name} must be a tuple of odd integers, got {shape!r}.")
+            object.__setattr__(self, name, tuple(int(n) for n in shape))
         _real(self, "anchor_lower", allow_none=True)
         _integer(self, "anchor_iterations", minimum=0)
         self.unet(len(self.anchor_shape) or 2)  # the network's own checks
