@@ -303,10 +303,6 @@ _HOST_BYTES_PER_PIXEL = 24
 _DEFAULT_BYTES_PER_PIXEL = 4 * 16 * 18 + _HOST_BYTES_PER_PIXEL  # base_channels=16, 3D
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 _HOST_FRACTION = 0.25  # of the RAM available now
-# At most this on a CPU: a bigger tile saves only halo work, while the whole process (the
-# training state, the model, the output's chunks) must stay within a few GB
-# (benchmarks/results/scale-cpu-cli*.md: 64×1024² under 3 GB peak RSS).
-_HOST_CAP = 2**30
 _DEVICE_FRACTION = 0.5  # of the accelerator memory free now
 
 
@@ -370,8 +366,7 @@ def memory_budget(*, max_memory=None) -> int:
 
     Without ``max_memory``: half the free memory of the first accelerator (from
     ``jax.devices()[0].memory_stats()``), or on a CPU a quarter of the RAM available now
-    (psutil when installed, else ``os.sysconf``) up to 1 GiB; 1 GiB if neither can be
-    read. The
+    (psutil when installed, else ``os.sysconf``); 1 GiB if neither can be read. The
     budget bounds the working memory of one tile (network activations and tile buffers);
     the result array is extra (4 bytes per pixel).
 
@@ -385,7 +380,7 @@ def memory_budget(*, max_memory=None) -> int:
     if free is not None:
         return max(int(free * _DEVICE_FRACTION), 1)
     available = _available_host_memory()
-    return min(int(available * _HOST_FRACTION), _HOST_CAP) if available else _HOST_CAP
+    return int(available * _HOST_FRACTION) if available else 2**30
 
 
 def tile_bytes_per_pixel(unet_cfg) -> int:
