@@ -108,39 +108,52 @@ def test_nonnegative_tikhonov_rejects_bad_input():
         regularized.nonnegative_tikhonov(np.full((12, 12), np.nan), psf, weight=0.1)
 
 
-def test_nonneg_anchored_network_starts_as_nonnegative_tikhonov():
+def _scene_2d():
     image, psf = _sparse_scene((16, 16))
-    weight = 0.05
+    return image, psf, 0.05, 0.0, 50
+
+
+def _scene_3d():
+    image = np.random.default_rng(3).random((8, 16, 16)).astype(np.float32)
+    return image, gaussian_psf((3, 5, 5), 1.0), 0.1, 0.2, 20
+
+
+@pytest.mark.parametrize("scene", [_scene_2d, _scene_3d], ids=["2d", "3d"])
+def test_nonneg_anchored_network_starts_as_nonnegative_tikhonov(scene):
+    image, psf, weight, lower, iterations = scene()
     kernel = regularized.tikhonov_kernel(psf, weight)
     cfg = UNetConfig(
-        ndim=2,
+        ndim=image.ndim,
         depth=1,
         base_channels=4,
         norm="none",
         anchor_shape=kernel.shape,
         anchor_psf_shape=psf.shape,
         anchor_weight=weight,
-        anchor_lower=0.0,
-        anchor_iterations=50,
+        anchor_lower=lower,
+        anchor_iterations=iterations,
     )
     graphdef, params = init_unet(0, cfg)
     with pytest.raises(ValueError, match="needs a PSF"):
         set_anchor(params, kernel)
     params = set_anchor(params, kernel, psf=psf)
     got = np.asarray(apply_network(graphdef, params, jnp.asarray(image)[None]))[0]
-    linear = np.asarray(jdeconv.unet.anchor_filter(jnp.asarray(kernel), jnp.asarray(image)[None]))
+    linear = jdeconv.unet.anchor_filter(jnp.asarray(kernel), jnp.asarray(image)[None])
     want = regularized.project_tikhonov(
         jnp.asarray(image)[None],
-        jnp.asarray(linear),
+        linear,
         jnp.asarray(psf),
         weight,
-        lower=0.0,
-        iterations=50,
+        lower=lower,
+        iterations=iterations,
     )[0]
     np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
-    assert got.min() >= 0.0
+    assert got.min() >= lower - 1e-6 and got.shape == image.shape
     _, plain = init_unet(
-        0, UNetConfig(ndim=2, depth=1, base_channels=4, norm="none", anchor_shape=kernel.shape)
+        0,
+        UNetConfig(
+            ndim=image.ndim, depth=1, base_channels=4, norm="none", anchor_shape=kernel.shape
+        ),
     )
     with pytest.raises(ValueError, match="has no PSF"):
         set_anchor(plain, kernel, psf=psf)
@@ -206,34 +219,6 @@ def test_config_checks_nonneg_fields():
     )
     again = Config.from_dict(cfg.to_dict())
     assert again == cfg and again.network.anchor_psf_shape == (5, 5)
-
-
-def test_nonneg_anchor_in_3d():
-    rng = np.random.default_rng(3)
-    image = rng.random((8, 16, 16)).astype(np.float32)
-    psf = gaussian_psf((3, 5, 5), 1.0)
-    weight = 0.1
-    kernel = regularized.tikhonov_kernel(psf, weight)
-    cfg = UNetConfig(
-        ndim=3,
-        depth=1,
-        base_channels=4,
-        norm="none",
-        anchor_shape=kernel.shape,
-        anchor_psf_shape=psf.shape,
-        anchor_weight=weight,
-        anchor_lower=0.2,
-        anchor_iterations=20,
-    )
-    graphdef, params = init_unet(0, cfg)
-    params = set_anchor(params, kernel, psf=psf)
-    got = np.asarray(apply_network(graphdef, params, jnp.asarray(image)[None]))[0]
-    linear = jdeconv.unet.anchor_filter(jnp.asarray(kernel), jnp.asarray(image)[None])
-    want = regularized.project_tikhonov(
-        jnp.asarray(image)[None], linear, jnp.asarray(psf), weight, lower=0.2, iterations=20
-    )[0]
-    np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
-    assert got.min() >= 0.2 - 1e-6 and got.shape == image.shape
 
 
 def test_anchored_tiles_equal_the_whole_image():
