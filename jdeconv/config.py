@@ -144,7 +144,7 @@ class NetworkConfig:
         the input's minimum (:func:`jdeconv.regularized.nonnegative_tikhonov`, computed in
         the network on every input: the linear filter clipped, then
         ``anchor_iterations`` projected FISTA steps); on sparse images (puncta,
-        filaments, text) it is up to 1.5 dB above the linear one.
+        filaments, text) it is up to 3.4 dB above the linear one.
         "none": the U-Net alone (the papers' network).
       anchor_weight: the Tikhonov weight λ; None: chosen by generalised cross-validation
         on the image when the fit starts (the fitted model's config records the value).
