@@ -166,6 +166,13 @@ def _current_client():
         return None
 
 
+def _block_halo(cfg) -> int:
+    """The overlap of neighbouring blocks: the tile context, rounded up to the network's
+    size multiple (as :func:`jdeconv.predict.predict` rounds its halo)."""
+    multiple = cfg.network.multiple
+    return -(-cfg.tile_context() // multiple) * multiple
+
+
 def block_chunks(shape, model: FittedModel, *, tile_size=None, max_memory=None):
     """The blocks of lazy inference: one inference window each (halo included).
 
@@ -178,7 +185,7 @@ def block_chunks(shape, model: FittedModel, *, tile_size=None, max_memory=None):
     """
     cfg = model.config
     multiple = cfg.network.multiple
-    halo = -(-cfg.tile_context() // multiple) * multiple
+    halo = _block_halo(cfg)
     if tile_size is None:
         tile_size = cfg.inference.tile_size
     if tile_size is None:
@@ -226,8 +233,7 @@ def predict_dask(
     import dask.array as da
 
     cfg = model.config
-    multiple = cfg.network.multiple
-    halo = -(-cfg.tile_context() // multiple) * multiple
+    halo = _block_halo(cfg)
     chunks = block_chunks(image.shape, model, tile_size=tile_size, max_memory=max_memory)
     x = image.rechunk(chunks)
     depth = {axis: (halo if len(c) > 1 else 0) for axis, c in enumerate(chunks)}

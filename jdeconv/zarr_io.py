@@ -19,7 +19,6 @@ Needs the ``zarr`` extra: ``pip install 'jdeconv[zarr]'`` (dask, zarr, ngff-zarr
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import tempfile
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _signals
+from ._files import _exists
 from .io import (
     ImageMetadata,
     _apply_axes_override,
@@ -276,15 +276,6 @@ def _halved(previous, target):
     means = da.coarsen(np.mean, previous[crop].astype(np.float64), axes, trim_excess=True)
     dtype = np.dtype(target.dtype)
     return means.map_blocks(lambda b: cast_to_dtype(b, dtype)[0], dtype=dtype)
-
-
-def _exists(path: Path) -> FileExistsError:
-    return FileExistsError(
-        errno.EEXIST,
-        f"{path} already exists and was not replaced; pass overwrite=True to replace it "
-        "or choose another name",
-        str(path),
-    )
 
 
 def _umask() -> int:
