@@ -143,8 +143,11 @@ class NetworkConfig:
         "nonneg_tikhonov": the same with the Tikhonov solution constrained to be at least
         the input's minimum (:func:`jdeconv.regularized.nonnegative_tikhonov`, computed in
         the network on every input: the linear filter clipped, then
-        ``anchor_iterations`` projected FISTA steps); on sparse images (puncta,
-        filaments, text) it is up to 3.4 dB above the linear one.
+        ``anchor_iterations`` projected FISTA steps, with an ℓ1 penalty of weight
+        ``anchor_sparsity`` on the excess over the bound); on sparse images (puncta,
+        filaments, text) it is up to 3.4 dB above the linear one without the penalty,
+        and the penalty adds 0.65 dB on the mean of the 2D development matrix (up to
+        4 dB on puncta; :func:`jdeconv.regularized.choose_sparsity`).
         "none": the U-Net alone (the papers' network).
       anchor_weight: the Tikhonov weight λ; None: chosen by generalised cross-validation
         on the image when the fit starts (the fitted model's config records the value).
@@ -153,6 +156,10 @@ class NetworkConfig:
       anchor_psf_shape, anchor_lower: for "nonneg_tikhonov", the PSF's shape and the
         bound in standardised units; filled in when the fit starts.
       anchor_iterations: for "nonneg_tikhonov", the projected FISTA steps.
+      anchor_sparsity: for "nonneg_tikhonov", the ℓ1 weight ``μ >= 0`` in standardised
+        units; None: chosen from the image when the fit starts
+        (:func:`jdeconv.regularized.choose_sparsity`; the fitted config records it);
+        0: none, the plain constrained problem.
 
     Example:
       >>> NetworkConfig(base_channels=8, depth=2).multiple
@@ -170,6 +177,7 @@ class NetworkConfig:
     anchor_psf_shape: tuple[int, ...] = ()
     anchor_lower: float | None = None
     anchor_iterations: int = 50
+    anchor_sparsity: float | None = None
 
     def __post_init__(self):
         _integer(self, "base_channels", minimum=1)
@@ -188,6 +196,7 @@ class NetworkConfig:
             object.__setattr__(self, name, tuple(int(n) for n in shape))
         _real(self, "anchor_lower", allow_none=True)
         _integer(self, "anchor_iterations", minimum=0)
+        _real(self, "anchor_sparsity", low=0.0, allow_none=True)
         self.unet(len(self.anchor_shape) or 2)  # the network's own checks
 
     @property
@@ -209,6 +218,7 @@ class NetworkConfig:
             anchor_weight=self.anchor_weight or 0.0,
             anchor_lower=self.anchor_lower or 0.0,
             anchor_iterations=self.anchor_iterations,
+            anchor_sparsity=self.anchor_sparsity or 0.0,
         )
 
 
@@ -507,9 +517,10 @@ _DEFAULT_DATA = {
 
 # What the default config adds to its preset, by dimensionality: in 2D the network is
 # anchored on the non-negative Tikhonov solution (weight by GCV, bound at the input's
-# minimum), a trained model replaces that solution (step 0) only if its held-out loss is
-# significantly better, and the output is clipped below at the input's minimum
-# (benchmarks/results/quality-quick-2d-nonneg.md; the linear anchor's screen is
+# minimum, ℓ1 weight by regularized.choose_sparsity), a trained model replaces that
+# solution (step 0) only if its held-out loss is significantly better, and the output
+# is clipped below at the input's minimum (benchmarks/results/quality-quick-2d-l1.md;
+# without the ℓ1 term quality-quick-2d-nonneg.md; the linear anchor's
 # quality-quick-2d-anchor.md). 3D keeps the papers' network until the 3D matrix measures it.
 _DEFAULT_METHOD: dict[int, dict[str, object]] = {
     2: {

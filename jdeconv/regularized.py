@@ -90,6 +90,7 @@ __all__ = [
     "nonnegative_tikhonov",
     "project_tikhonov",
     "choose_weight",
+    "choose_sparsity",
     "choose_rl_iterations",
     "estimate_noise_std",
 ]
@@ -112,6 +113,8 @@ _NOISE_FRACTION = 0.25
 _NOISE_MAX_OTF2 = 0.01
 # Median absolute deviation of a standard normal variable.
 _GAUSS_MAD = 0.6744897501960817
+# choose_sparsity's factor (its docstring says how it was measured).
+_SPARSITY_FACTOR = 0.15
 # Richardson-Lucy iterates held at once by choose_rl_iterations.
 _RL_BLOCK = 10
 
@@ -156,6 +159,15 @@ def _check_weight(value, name: str = "weight") -> float:
 def _check_integer(value, name: str, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _check_sparsity(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"sparsity must be a number >= 0 or 'auto', got {value!r}.")
+    value = float(value)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"sparsity must be finite and >= 0, got {value!r}.")
+    return value
 
 
 def _check_noise_std(noise_std) -> float | None:
@@ -475,14 +487,18 @@ def project_tikhonov(
     lower,
     iterations: int,
     regularizer: str = "laplacian",
+    sparsity=0.0,
 ) -> jax.Array:
     """Non-negative Tikhonov by projected FISTA, for a batch ``(B, *spatial)``; pure JAX.
 
-    Minimises ``‖y − h * x‖² + weight ‖l * x‖²`` subject to ``x >= lower`` on each image
-    of the batch, extended by the PSF's full size on every side by mirror reflection (as
-    :func:`tikhonov`), with ``iterations`` steps of FISTA (step ``1 / max(|H|² + λ|L|²)``)
-    from ``start`` clipped at ``lower``, and crops back. jit-compatible: ``psf``,
-    ``weight`` and ``lower`` may be traced; ``iterations`` and the shapes are static.
+    Minimises ``½‖y − h * x‖² + ½ weight ‖l * x‖² + sparsity Σ (x − lower)`` subject to
+    ``x >= lower`` on each image of the batch (the last term, an ℓ1 penalty on
+    ``x − lower``, is 0 by default; see :func:`choose_sparsity`), extended by the PSF's
+    full size on every side by mirror reflection (as :func:`tikhonov`), with
+    ``iterations`` steps of FISTA (step ``1 / max(|H|² + λ|L|²)``; the ℓ1 term adds
+    ``sparsity`` to the gradient, exact for ``x >= lower``) from ``start`` clipped at
+    ``lower``, and crops back. jit-compatible: ``psf``, ``weight``, ``lower`` and
+    ``sparsity`` may be traced; ``iterations`` and the shapes are static.
     0 iterations returns ``start`` clipped.
 
     Example:
@@ -512,7 +528,7 @@ def project_tikhonov(
 
     def body(_, carry):
         x, z, t = carry
-        x_next = jnp.maximum(z - step * gradient(z), lower)
+        x_next = jnp.maximum(z - step * (gradient(z) + sparsity), lower)
         t_next = (1.0 + jnp.sqrt(1.0 + 4.0 * t * t)) / 2.0
         return x_next, x_next + ((t - 1.0) / t_next) * (x_next - x), t_next
 
@@ -530,11 +546,13 @@ def nonnegative_tikhonov(
     lower: float | None = None,
     regularizer: str = "laplacian",
     iterations: int = 50,
+    sparsity: float | str = 0.0,
 ) -> np.ndarray:
     """Tikhonov deconvolution constrained to ``x >= lower`` (module docstring).
 
     The linear solution (:func:`tikhonov`, mirror extension) clipped at ``lower`` starts
-    ``iterations`` projected FISTA steps (:func:`project_tikhonov`).
+    ``iterations`` projected FISTA steps (:func:`project_tikhonov`), optionally with an
+    ℓ1 penalty on ``x − lower`` (``sparsity``).
 
     Args:
       image: the blurred, noisy image, 2D (YX) or 3D (ZYX), finite; any real dtype.
@@ -545,13 +563,16 @@ def nonnegative_tikhonov(
         whatever the camera offset (pass 0 for offset-free intensities).
       regularizer: "laplacian" or "identity".
       iterations: FISTA steps (50 were within 0.01 dB PSNR of 400 on the images checked).
+      sparsity: the ℓ1 weight ``μ >= 0`` (in the image's intensity units; the objective
+        of :func:`project_tikhonov`), or "auto" for :func:`choose_sparsity`'s rule.
+        0 (default): the plain constrained Tikhonov problem.
 
     Returns:
       The deconvolved image, float32, the image's shape and intensity scale, ``>= lower``.
 
     Raises:
-      ValueError: as :func:`tikhonov`, or for a non-finite ``lower`` or a negative
-        iteration count.
+      ValueError: as :func:`tikhonov`, or for a non-finite ``lower``, a negative
+        iteration count or a negative or non-finite ``sparsity``.
 
     Example:
       >>> from jdeconv.psf import gaussian_psf
@@ -569,6 +590,11 @@ def nonnegative_tikhonov(
         raise ValueError(
             f"lower must be a finite number (or None for the image's minimum), got {lower!r}."
         )
+    if isinstance(sparsity, str):
+        _check_choice("sparsity", sparsity, ("auto",))
+        sparsity = choose_sparsity(arr, kernel, lower=lower)
+    else:
+        sparsity = _check_sparsity(sparsity)
     problem = _problem(arr, kernel, regularizer=regularizer, padding="reflect")
     # GCV for the Laplacian, the discrepancy principle for the identity (module docstring).
     rule = "gcv" if regularizer == "laplacian" else "discrepancy"
@@ -586,8 +612,64 @@ def nonnegative_tikhonov(
         lower=float(lower),
         iterations=int(iterations),
         regularizer=regularizer,
+        sparsity=float(sparsity),
     )
     return np.asarray(out[0], dtype=np.float32)
+
+
+def choose_sparsity(
+    image, psf, *, lower: float | None = None, noise_std: float | None = None
+) -> float:
+    """The ℓ1 weight ``μ`` of :func:`nonnegative_tikhonov` chosen from the image alone.
+
+    ``μ = 0.15 σ² E[(y − lower)²] / E[y − lower]³`` with ``σ`` the noise standard
+    deviation (:func:`estimate_noise_std`, spectral; the Haar MAD where the PSF leaves no
+    frequency to measure it) and the means over the image. ``σ² / E[y − lower]`` is the
+    weight of a maximum-a-posteriori estimate under an exponential prior on
+    ``x − lower`` of the image's mean; the factor ``E[(y − lower)²] / E[y − lower]²``
+    (the inverse of the Treves-Rolls sparseness: 1 for a flat image, about the inverse
+    of the fraction covered for sparse ones) raises it on sparse images, and lowers it,
+    relative to a flat image, on none. The 0.15 and the form are empirical, measured on
+    benchmarks/quality.py's 2D development matrix (180 images, module docstring; nothing
+    from scikit-image's samples): with the GCV weight λ, factors 0.1, 0.15, 0.2 gave
+    mean PSNR gains of +0.54, +0.65, +0.64 dB over ``sparsity=0`` (worst image −0.04,
+    −0.11, −0.27 dB), and 0.3, 0.4 fell off (+0.38 and +0.01, worst −1.06 and −2.63);
+    ``σ² / E[y − lower]`` times a constant, without the sparseness factor, did worse at
+    its best constant (+0.55, worst −1.07), and generalised cross-validation (Monte-Carlo
+    divergence, Girard 1989) could not choose ``μ`` (it measures the fit after the PSF
+    and chose ``μ ≈ 0``).
+
+    Args:
+      image, psf: as :func:`tikhonov`.
+      lower: the bound of :func:`nonnegative_tikhonov` (None: the image's minimum).
+      noise_std: the noise standard deviation; None: estimated.
+
+    Returns:
+      ``μ >= 0`` in the image's intensity units (0 for a constant image).
+
+    Example:
+      >>> from jdeconv.psf import gaussian_psf
+      >>> image = np.zeros((32, 32)); image[8, 8] = image[20, 24] = 1.0
+      >>> choose_sparsity(image, gaussian_psf((5, 5), 1.0), noise_std=0.1) > 0
+      True
+    """
+    arr, kernel = _image_and_psf(image, psf)
+    noise_std = _check_noise_std(noise_std)
+    if lower is None:
+        lower = float(arr.min())
+    elif not (isinstance(lower, numbers.Real) and math.isfinite(lower)):
+        raise ValueError(
+            f"lower must be a finite number (or None for the image's minimum), got {lower!r}."
+        )
+    above = arr - lower
+    mean = float(np.mean(above))
+    if not mean > 0:
+        return 0.0
+    if noise_std is None:
+        noise_std = _spectral_noise_std(arr, kernel)
+        if noise_std is None:
+            noise_std = _haar_mad(arr)
+    return _SPARSITY_FACTOR * noise_std**2 * float(np.mean(above * above)) / mean**3
 
 
 def wiener(
@@ -796,6 +878,17 @@ def estimate_noise_std(image, psf=None, *, method: str = "spectral") -> float:
     if psf is None:
         raise ValueError('estimate_noise_std(method="spectral") needs the PSF.')
     arr, kernel = _image_and_psf(image, psf)
+    value = _spectral_noise_std(arr, kernel)
+    if value is None:
+        raise ValueError(
+            "the PSF passes every frequency (|H|² > 0.01 everywhere), so the noise cannot be "
+            'told from the signal in Fourier; pass noise_std, or use method="mad".'
+        )
+    return value
+
+
+def _spectral_noise_std(arr: np.ndarray, kernel: np.ndarray) -> float | None:
+    """:func:`estimate_noise_std`'s spectral estimate; None where ``|H|² > 0.01`` everywhere."""
     problem = _problem(arr, kernel, regularizer="identity", padding="periodic")
     power = (problem.spectrum.real**2 + problem.spectrum.imag**2) / arr.size
     off_axis = np.ones(power.shape, bool)
@@ -805,10 +898,7 @@ def estimate_noise_std(image, psf=None, *, method: str = "spectral") -> float:
         off_axis[tuple(index)] = False
     candidates = off_axis & (problem.otf2 <= _NOISE_MAX_OTF2)
     if not np.any(candidates):
-        raise ValueError(
-            "the PSF passes every frequency (|H|² > 0.01 everywhere), so the noise cannot be "
-            'told from the signal in Fourier; pass noise_std, or use method="mad".'
-        )
+        return None
     otf2 = problem.otf2[candidates]
     count = max(1, min(otf2.size, int(round(_NOISE_FRACTION * power.size))))
     chosen = np.argpartition(otf2, count - 1)[:count] if count < otf2.size else slice(None)

@@ -32,7 +32,7 @@ from .losses import Loss, make_loss
 from .model import FittedModel
 from .predict import make_predictor, predict, tile_bytes_per_pixel
 from .psf import validate_psf
-from .regularized import choose_weight, tikhonov_kernel
+from .regularized import choose_sparsity, choose_weight, tikhonov_kernel
 from .sampling import RegionSampler, RegionSampling, use_regions
 from .selection import VALIDATION_REGION, ModelSelector, hold_out, make_validation_fn
 from .train import batch_mesh, init_state, make_optimizer, make_train_step
@@ -369,11 +369,12 @@ def _anchor(
     cfg: Config, x: np.ndarray, psf: np.ndarray, *, lower: float
 ) -> tuple[Config, np.ndarray]:
     """The Tikhonov filter of the anchored network; the config records its weight and shape
-    (and, for a non-negative anchor, the PSF's shape and the bound ``lower``, the input's
-    minimum in standardised units).
+    (and, for a non-negative anchor, the PSF's shape, the bound ``lower``, the input's
+    minimum in standardised units, and the ℓ1 weight).
 
     The weight is chosen on the standardised image (λ does not depend on the intensity
-    scale) by generalised cross-validation, unless the config gives one.
+    scale) by generalised cross-validation, unless the config gives one; the ℓ1 weight,
+    in standardised units, by :func:`jdeconv.regularized.choose_sparsity`, likewise.
     """
     weight = cfg.network.anchor_weight
     if weight is None:
@@ -383,8 +384,14 @@ def _anchor(
         cfg.network, anchor_weight=float(weight), anchor_shape=kernel.shape
     )
     if cfg.network.anchor == "nonneg_tikhonov":
+        sparsity = cfg.network.anchor_sparsity
+        if sparsity is None:
+            sparsity = choose_sparsity(x, psf, lower=float(lower))
         network = dataclasses.replace(
-            network, anchor_psf_shape=psf.shape, anchor_lower=float(lower)
+            network,
+            anchor_psf_shape=psf.shape,
+            anchor_lower=float(lower),
+            anchor_sparsity=float(sparsity),
         )
     return cfg.replace(network=network), kernel
 

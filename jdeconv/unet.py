@@ -62,11 +62,12 @@ class UNetConfig:
         puts the Tikhonov deconvolution filter there, see ``NetworkConfig.anchor``).
       anchor_psf_shape: with an anchor, the shape of the PSF (empty: none) of a
         non-negative anchor: the filtered input then starts ``anchor_iterations`` steps
-        of projected FISTA for ``min ‖y − h * x‖² + anchor_weight ‖Δx‖²`` subject to
-        ``x >= anchor_lower`` (:func:`jdeconv.regularized.project_tikhonov`), with the
-        PSF a second fixed :class:`Anchor` parameter, ``anchor_psf``.
-      anchor_weight, anchor_lower, anchor_iterations: that problem's λ, bound (in the
-        network's standardised units) and step count.
+        of projected FISTA for ``min ½‖y − h * x‖² + ½ anchor_weight ‖Δx‖²
+        + anchor_sparsity Σ (x − anchor_lower)`` subject to ``x >= anchor_lower``
+        (:func:`jdeconv.regularized.project_tikhonov`), with the PSF a second fixed
+        :class:`Anchor` parameter, ``anchor_psf``.
+      anchor_weight, anchor_lower, anchor_iterations, anchor_sparsity: that problem's λ,
+        bound (in the network's standardised units), step count and ℓ1 weight.
 
     Example:
       >>> UNetConfig(ndim=3, depth=2).multiple
@@ -87,6 +88,7 @@ class UNetConfig:
     anchor_weight: float = 0.0
     anchor_lower: float = 0.0
     anchor_iterations: int = 50
+    anchor_sparsity: float = 0.0
 
     def __post_init__(self):
         if self.ndim not in (2, 3):
@@ -102,6 +104,8 @@ class UNetConfig:
             raise ValueError(f"anchor_weight must be > 0, got {self.anchor_weight}.")
         if self.anchor_iterations < 0:
             raise ValueError(f"anchor_iterations must be >= 0, got {self.anchor_iterations}.")
+        if not self.anchor_sparsity >= 0:
+            raise ValueError(f"anchor_sparsity must be >= 0, got {self.anchor_sparsity}.")
         if not 1 <= self.depth <= 6:
             raise ValueError(f"UNet depth must be between 1 and 6, got {self.depth}.")
         if self.base_channels < 1:
@@ -361,6 +365,7 @@ class UNet(nnx.Module):
                     self.cfg.anchor_weight,
                     lower=self.cfg.anchor_lower,
                     iterations=self.cfg.anchor_iterations,
+                    sparsity=self.cfg.anchor_sparsity,
                 )
             out = out.astype(jnp.float32) + linear[..., None]
         return out

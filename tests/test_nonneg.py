@@ -1,5 +1,6 @@
 """Non-negative Tikhonov (projected FISTA) and the anchored network built on it."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -23,9 +24,10 @@ def _sparse_scene(shape=(12, 12), seed=0):
     return (blurred + 0.05 * rng.standard_normal(shape)).astype(np.float32), psf
 
 
-def _reference(image, psf, weight, lower):
+def _reference(image, psf, weight, lower, sparsity=0.0):
     """The same problem (mirror extension by the PSF size, periodic operators on it),
-    solved independently as a dense bound-constrained least-squares problem."""
+    solved independently as a dense bound-constrained least-squares problem (with an
+    ℓ1 term, ``sparsity Σ x`` on ``x >= lower``: by L-BFGS-B)."""
     k = psf.shape[0]
     ext = np.pad(image.astype(np.float64), k, mode="symmetric")
     n = ext.size
@@ -41,7 +43,20 @@ def _reference(image, psf, weight, lower):
     lap = np.array([[0, -1, 0], [-1, 4, -1], [0, -1, 0]], float)
     a = np.vstack([operator(psf.astype(np.float64)), np.sqrt(weight) * operator(lap)])
     b = np.concatenate([ext.ravel(), np.zeros(n)])
-    x = scipy.optimize.lsq_linear(a, b, bounds=(lower, np.inf), tol=1e-12).x
+    if sparsity == 0:
+        x = scipy.optimize.lsq_linear(a, b, bounds=(lower, np.inf), tol=1e-12).x
+    else:
+        x = scipy.optimize.minimize(
+            lambda v: (
+                0.5 * np.sum((a @ v - b) ** 2) + sparsity * v.sum(),
+                a.T @ (a @ v - b) + sparsity,
+            ),
+            np.full(n, max(lower, 0.0)),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=[(lower, None)] * n,
+            options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 20000},
+        ).x
     return x.reshape(ext.shape)[k:-k, k:-k]
 
 
@@ -71,6 +86,55 @@ def test_projected_fista_solves_the_constrained_problem():
         iterations=2000,
     )[0]
     np.testing.assert_allclose(np.asarray(loose), linear, atol=2e-3 * np.ptp(linear))
+
+
+def test_projected_fista_with_l1_solves_the_penalised_problem():
+    image, psf = _sparse_scene()
+    weight, lower, sparsity = 0.02, 0.0, 0.05
+    start = regularized.tikhonov(image, psf, weight=weight)
+    got = regularized.project_tikhonov(
+        jnp.asarray(image)[None],
+        jnp.asarray(start)[None],
+        jnp.asarray(psf),
+        weight,
+        lower=lower,
+        iterations=2000,
+        sparsity=sparsity,
+    )[0]
+    want = _reference(image, psf, weight, lower, sparsity)
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-3 * np.ptp(want))
+    plain = _reference(image, psf, weight, lower)
+    # The penalty puts more pixels on the bound and less light above it.
+    assert np.sum(want <= lower + 1e-6) > np.sum(plain <= lower + 1e-6)
+    assert want.sum() < plain.sum()
+
+
+def test_choose_sparsity_scales_with_the_image_and_helps_on_sparse_scenes():
+    psf = gaussian_psf((9, 9), 1.5)
+    truth, noisy = _spots(64, 30, psf, 0.01, seed=1)
+    mu = regularized.choose_sparsity(noisy, psf)
+    # Intensity units: an offset changes nothing, a gain scales it.
+    assert regularized.choose_sparsity(3.0 * noisy + 5.0, psf) == pytest.approx(3 * mu, rel=1e-4)
+    # A dense scene of the same mean and noise gets a smaller weight than the sparse one.
+    rng = np.random.default_rng(2)
+    dense = ndi.convolve(rng.random(truth.shape), psf) * truth.mean() / 0.5
+    dense = dense + 0.01 * rng.standard_normal(dense.shape)
+    assert regularized.choose_sparsity(dense, psf) < 0.2 * mu
+    # Spots of several sizes and brightnesses (the benchmark's puncta phantom, sparser):
+    # the penalty cuts the error of the plain constrained solution by a quarter or more.
+    spots = np.asarray(jdeconv.simulate.puncta_2d(jax.random.key(0), (64, 64), count=20))
+    rng = np.random.default_rng(0)
+    blurred = np.clip(ndi.convolve(spots, psf) + 0.05 * rng.standard_normal(spots.shape), 0, None)
+    err = lambda x: float(np.mean((x - spots) ** 2))  # noqa: E731
+    auto = regularized.nonnegative_tikhonov(blurred, psf, sparsity="auto")
+    plain = regularized.nonnegative_tikhonov(blurred, psf)
+    assert err(auto) < 0.75 * err(plain)
+    assert regularized.choose_sparsity(np.ones((16, 16)), psf) == 0.0
+    # A PSF that passes every frequency leaves no band to measure the noise in: the
+    # Haar MAD is used instead of failing.
+    tiny = np.zeros((3, 3))
+    tiny[1, 1] = 1.0
+    assert regularized.choose_sparsity(noisy, tiny) > 0
 
 
 def _spots(size, count, psf, noise, seed):
@@ -106,21 +170,26 @@ def test_nonnegative_tikhonov_rejects_bad_input():
         regularized.nonnegative_tikhonov(image, psf, weight=-1.0)
     with pytest.raises(ValueError, match="NaN|finite"):
         regularized.nonnegative_tikhonov(np.full((12, 12), np.nan), psf, weight=0.1)
+    for bad in (-0.1, float("nan"), True, "sparse"):
+        with pytest.raises(ValueError, match="sparsity"):
+            regularized.nonnegative_tikhonov(image, psf, weight=0.1, sparsity=bad)
+    with pytest.raises(ValueError, match="lower"):
+        regularized.choose_sparsity(image, psf, lower=float("inf"))
 
 
 def _scene_2d():
     image, psf = _sparse_scene((16, 16))
-    return image, psf, 0.05, 0.0, 50
+    return image, psf, 0.05, 0.0, 50, 0.0
 
 
 def _scene_3d():
     image = np.random.default_rng(3).random((8, 16, 16)).astype(np.float32)
-    return image, gaussian_psf((3, 5, 5), 1.0), 0.1, 0.2, 20
+    return image, gaussian_psf((3, 5, 5), 1.0), 0.1, 0.2, 20, 0.05
 
 
 @pytest.mark.parametrize("scene", [_scene_2d, _scene_3d], ids=["2d", "3d"])
 def test_nonneg_anchored_network_starts_as_nonnegative_tikhonov(scene):
-    image, psf, weight, lower, iterations = scene()
+    image, psf, weight, lower, iterations, sparsity = scene()
     kernel = regularized.tikhonov_kernel(psf, weight)
     cfg = UNetConfig(
         ndim=image.ndim,
@@ -132,6 +201,7 @@ def test_nonneg_anchored_network_starts_as_nonnegative_tikhonov(scene):
         anchor_weight=weight,
         anchor_lower=lower,
         anchor_iterations=iterations,
+        anchor_sparsity=sparsity,
     )
     graphdef, params = init_unet(0, cfg)
     with pytest.raises(ValueError, match="needs a PSF"):
@@ -146,6 +216,7 @@ def test_nonneg_anchored_network_starts_as_nonnegative_tikhonov(scene):
         weight,
         lower=lower,
         iterations=iterations,
+        sparsity=sparsity,
     )[0]
     np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
     assert got.min() >= lower - 1e-6 and got.shape == image.shape
@@ -171,8 +242,12 @@ def test_default_fit_records_the_nonneg_anchor_and_step_zero_is_the_classical_so
     assert net.anchor == "nonneg_tikhonov" and net.anchor_psf_shape == (7, 7)
     prepared = jdeconv.stages.prepare(noisy, psf, cfg)
     assert net.anchor_lower == pytest.approx((noisy.min() - prepared.offset) / prepared.scale)
+    # The ℓ1 weight, chosen on the standardised image, is the image's own in its units.
+    sparsity = regularized.choose_sparsity(noisy, psf)
+    assert sparsity > 0
+    assert net.anchor_sparsity == pytest.approx(sparsity / prepared.scale, rel=1e-3)
     assert result.best_step == 0
-    want = regularized.nonnegative_tikhonov(noisy, psf, weight=net.anchor_weight)
+    want = regularized.nonnegative_tikhonov(noisy, psf, weight=net.anchor_weight, sparsity="auto")
     np.testing.assert_allclose(result.deconvolved, want, atol=2e-3 * np.ptp(want))
 
 
