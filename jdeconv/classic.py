@@ -359,6 +359,7 @@ def richardson_lucy_path(
 
 from .regularized import (  # noqa: E402, I001
     choose_rl_iterations,  # noqa: F401
+    choose_sparsity,  # noqa: F401
     choose_weight,  # noqa: F401
     nonnegative_tikhonov,  # noqa: F401
     tikhonov,  # noqa: F401

@@ -386,7 +386,7 @@ def _anchor(
     if cfg.network.anchor == "nonneg_tikhonov":
         sparsity = cfg.network.anchor_sparsity
         if sparsity is None:
-            sparsity = choose_sparsity(x, psf, lower=float(lower))
+            sparsity = choose_sparsity(x, psf)
         network = dataclasses.replace(
             network,
             anchor_psf_shape=psf.shape,

@@ -124,3 +124,33 @@ def test_quality_resume_keeps_finished_images(tmp_path):
         cwd=BENCHMARKS.parent,
     )
     assert proc.returncode != 0 and "other settings" in proc.stderr
+
+
+def test_independent_check_runs_on_samples_nothing_was_tuned_on(tmp_path):
+    args = ["--images", "camera", "hubble", "--psfs", "gauss1.5", "--noises", "moderate"]
+    args += ["offset", "--size", "64", "--rl-max", "3", "--out", str(tmp_path), "--tag", "t"]
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "independent.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=BENCHMARKS.parent,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads((tmp_path / "independent-t.json").read_text())
+    md = (tmp_path / "independent-t.md").read_text()
+    assert result["status"] == "complete" and len(result["images"]) == 4
+    for entry in result["images"]:
+        _check_classical(entry)
+        assert entry["methods"]["tik_nn_l1"]["sparsity"] >= 0
+    # The offset regime is not clipped: a pedestal under the image, as raw camera data.
+    assert result["config"]["noises"]["offset"]["clip"] is False
+    rl = [e["methods"]["rl_oracle"]["psnr"] for e in result["images"]]
+    l1 = [e["methods"]["tik_nn_l1"]["psnr"] for e in result["images"]]
+    summary = result["summary"]["tik_nn_l1"]
+    assert summary["n"] == 4
+    assert math.isclose(summary["dpsnr_vs_rl_oracle"], sum(l1) / 4 - sum(rl) / 4, abs_tol=1e-9)
+    assert summary["below_rl_oracle_by_0.3"] == sum(
+        a - b < -0.3 for a, b in zip(l1, rl, strict=True)
+    )
+    assert "## Every image" in md and "gauss1.5/offset/hubble" in md

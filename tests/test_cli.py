@@ -563,7 +563,8 @@ def test_demo_quick(tmp_path):
     figure = matplotlib.image.imread(out / "demo.png")
     assert figure.shape[1] > 2 * figure.shape[0]  # four panels side by side
     table = (out / "demo.md").read_text()
-    for row in ("| input", "| Richardson-Lucy", "| jdeconv", "| non-negative Tikhonov"):
+    rows = ("| input", "| Richardson-Lucy", "| jdeconv", "| non-negative Tikhonov")
+    for row in (*rows, "| non-negative sparse Tikhonov"):
         assert row in table
     truth, _ = read_image(out / "ground_truth.tif")
     assert truth.shape == (48, 48) and truth.min() == 0 and truth.max() == 1

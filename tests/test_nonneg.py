@@ -129,6 +129,14 @@ def test_choose_sparsity_scales_with_the_image_and_helps_on_sparse_scenes():
     auto = regularized.nonnegative_tikhonov(blurred, psf, sparsity="auto")
     plain = regularized.nonnegative_tikhonov(blurred, psf)
     assert err(auto) < 0.75 * err(plain)
+    # A known camera pedestal as the bound, noise not clipped: the weight is still taken
+    # from the image's minimum, so the penalty does no harm (relative to the bound it
+    # would be far too large where the noise straddles it).
+    raw = 0.2 + ndi.convolve(spots, psf) + 0.1 * rng.standard_normal(spots.shape)
+    on_pedestal = lambda **kw: float(  # noqa: E731
+        np.mean((regularized.nonnegative_tikhonov(raw, psf, lower=0.2, **kw) - 0.2 - spots) ** 2)
+    )
+    assert on_pedestal(sparsity="auto") < 1.05 * on_pedestal()
     assert regularized.choose_sparsity(np.ones((16, 16)), psf) == 0.0
     # A PSF that passes every frequency leaves no band to measure the noise in: the
     # Haar MAD is used instead of failing.
@@ -173,8 +181,8 @@ def test_nonnegative_tikhonov_rejects_bad_input():
     for bad in (-0.1, float("nan"), True, "sparse"):
         with pytest.raises(ValueError, match="sparsity"):
             regularized.nonnegative_tikhonov(image, psf, weight=0.1, sparsity=bad)
-    with pytest.raises(ValueError, match="lower"):
-        regularized.choose_sparsity(image, psf, lower=float("inf"))
+    with pytest.raises(ValueError, match="noise_std"):
+        regularized.choose_sparsity(image, psf, noise_std=-1.0)
 
 
 def _scene_2d():
