@@ -581,7 +581,11 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
     if validation is not None:
         val_train, val_x, val_held = validation
         index = np.nonzero(val_held)
-        validate_fn = make_validation_fn(graphdef, index)
+        net = cfg.network
+        prior = None
+        if net.anchor == "nonneg_tikhonov":  # score with the anchor's objective (selection.py)
+            prior = (net.anchor_weight, net.anchor_sparsity or 0.0, net.anchor_lower)
+        validate_fn = make_validation_fn(graphdef, index, prior=prior)
         val_args = (jnp.asarray(val_train), jnp.asarray(val_x), prepared.forward(val_x.shape))
 
         def validate(p):

@@ -70,3 +70,25 @@ def test_masked_pass_is_j_invariant(seed, replacement, kind, fraction):
     # ...while the unmasked pass does depend on them (the property is not vacuous).
     plain = apply_network(_GRAPHDEF, _PARAMS, jnp.stack([x, other]))
     assert not np.array_equal(np.asarray(plain[0]), np.asarray(plain[1]))
+
+
+def test_validation_with_the_anchor_prior_adds_its_penalties_at_held_out_pixels():
+    import scipy.ndimage as ndi
+
+    import jdeconv
+    from jdeconv.selection import make_validation_fn
+
+    graphdef, params = init_unet(0, UNetConfig(ndim=2, depth=1, base_channels=4, norm="none"))
+    rng = np.random.default_rng(0)
+    image = rng.random((16, 16)).astype(np.float32)
+    index = (np.array([0, 3, 7, 15]), np.array([2, 15, 7, 0]))  # borders included
+    g = jdeconv.make_forward(jdeconv.psf.gaussian_psf((3, 3), 1.0), image.shape)
+    plain = make_validation_fn(graphdef, index)(params, image, image, g)
+    weight, sparsity, lower = 0.3, 0.05, -0.2
+    scored = make_validation_fn(graphdef, index, prior=(weight, sparsity, lower))
+    got = np.asarray(scored(params, image, image, g))
+    x = np.asarray(apply_network(graphdef, params, jnp.asarray(image)[None])[0], np.float64)
+    laplacian = -ndi.laplace(x, mode="reflect")  # 4 x[i] − its neighbours, mirror boundary
+    want = np.asarray(plain) + (weight * laplacian**2 + 2 * sparsity * (x - lower))[index]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(got, plain)
