@@ -646,7 +646,7 @@ def choose_sparsity(image, psf, *, noise_std: float | None = None) -> float:
     from scikit-image's samples): with the GCV weight λ, factors 0.1, 0.15, 0.2 gave
     mean PSNR gains of +0.54, +0.65, +0.64 dB over ``sparsity=0`` (worst image −0.04,
     −0.11, −0.27 dB), and 0.3, 0.4 fell off (+0.38 and +0.01, worst −1.06 and −2.63);
-    ``σ² / E[y − lower]`` times a constant, without the sparseness factor, did worse at
+    ``σ² / E[y − m]`` times a constant, without the sparseness factor, did worse at
     its best constant (+0.55, worst −1.07), and generalised cross-validation (Monte-Carlo
     divergence, Girard 1989) could not choose ``μ`` (it measures the fit after the PSF
     and chose ``μ ≈ 0``).

@@ -65,7 +65,7 @@ def make_validation_fn(graphdef, held_out_index, *, prior=None) -> Callable:
     pixels no model saw, so a network anchored on its minimiser must improve the
     objective, not only the fit to the data, to replace it: the ℓ1 term's shrinkage
     makes the anchor fit the data less closely on purpose, and a plain data-domain score
-    prefers any model that undoes it (on the development matrix, one that lost 2.1 dB).
+    prefers any model that undoes it (on a development screen image, one 2.1 dB worse).
 
     Example:
       >>> import jdeconv

@@ -154,3 +154,23 @@ def test_independent_check_runs_on_samples_nothing_was_tuned_on(tmp_path):
         a - b < -0.3 for a, b in zip(l1, rl, strict=True)
     )
     assert "## Every image" in md and "gauss1.5/offset/hubble" in md
+
+
+def test_quality3d_runs_the_classical_methods_on_volumes(tmp_path, shared_data):
+    data = shared_data
+    args = ["--shape", "18", "24", "24", "--psfs", "gl_3d_17", "--noises", "paper"]
+    args += ["--phantoms", "puncta", "--rl-max", "2", "--data", str(data)]
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "quality3d.py"), *args, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=BENCHMARKS.parent,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads((tmp_path / "quality3d.json").read_text())
+    assert result["status"] == "complete" and result["config"]["shape"] == [18, 24, 24]
+    (entry,) = result["images"]
+    _check_classical(entry)
+    assert result["summary"]["tik_nn_l1"]["n"] == 1
+    assert "18×24×24" in (tmp_path / "quality3d.md").read_text()

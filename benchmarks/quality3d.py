@@ -1,0 +1,147 @@
+"""3D quality, classical methods: RL, RL-TV and Tikhonov oracles and ground-truth-free rules.
+
+Issue 10's item 4 at CPU size, without jdeconv fits so far: three ``jdeconv.simulate``
+phantoms (filaments, puncta, nuclei; 32×96×96, the shape of ``paper_3d.py``'s volume) ×
+the papers' 17³ and 31³ Gibson-Lanni PSFs (``../shared/data/psf``) × two noise regimes
+(``paper``: α 0.001, σ 0.1, 10 bits, as Papkov et al.'s 3D protocol without
+salt-and-pepper; ``mild``: α 0.0005, σ 0.02, 12 bits), blurred with zero fill and clipped
+to [0, 1] (``jdeconv.simulate.degrade``). Methods are ``quality.classical``'s: the
+oracles choose with the ground truth; ``tik_nn_l1`` (non-negative Tikhonov with the ℓ1
+weight of ``choose_sparsity``) is the 2D default's anchor, not yet the 3D default's.
+Development data only (phantoms), so tuning here is allowed; nothing was tuned yet.
+
+Usage (from the repository root)::
+
+    python benchmarks/quality3d.py --tag classical-3d     # 12 volumes, ~10 min on 2 cores
+
+Writes ``quality3d-<tag>.md`` and ``.json`` to ``--out`` (default benchmarks/results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common as C  # noqa: E402
+import independent as IND  # noqa: E402
+import quality as Q  # noqa: E402
+
+from jdeconv import simulate  # noqa: E402
+from jdeconv.metrics import psnr  # noqa: E402
+from jdeconv.simulate import degrade  # noqa: E402
+
+NAME = "quality3d"
+SHAPE = (32, 96, 96)
+PHANTOMS = {
+    "filaments": lambda key, shape: simulate.filaments_3d(key, shape, count=12),
+    "puncta": lambda key, shape: simulate.puncta_3d(key, shape, count=100),
+    "nuclei": lambda key, shape: simulate.nuclei_3d(key, shape, count=4, radius_range=(6.0, 12.0)),
+}
+PSFS = {"gl_3d_17": "psf/gl_3d_17.npy", "gl_3d_31": "psf/gl_3d_31.npy"}
+NOISES = {
+    "paper": dict(alpha=0.001, sigma=0.1, salt_pepper=0.0, bits=10),
+    "mild": dict(alpha=0.0005, sigma=0.02, salt_pepper=0.0, bits=12),
+}
+
+
+def ground_truth(name: str, shape, seed: int) -> np.ndarray:
+    key = jax.random.fold_in(jax.random.key(seed), 2000 + list(PHANTOMS).index(name))
+    volume = np.asarray(PHANTOMS[name](key, tuple(shape)), np.float64)
+    return ((volume - volume.min()) / (volume.max() - volume.min())).astype(np.float32)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=C.DEFAULT_DATA, help="shared data folder")
+    p.add_argument("--shape", type=int, nargs=3, default=SHAPE, help="volume Z Y X")
+    p.add_argument("--phantoms", nargs="+", choices=list(PHANTOMS), help="only these")
+    p.add_argument("--psfs", nargs="+", choices=list(PSFS), help="only these PSFs")
+    p.add_argument("--noises", nargs="+", choices=list(NOISES), help="only these regimes")
+    C.add_scoring_options(p, name=NAME, border=4, unit="voxels", infer_repeats=False)
+    args = p.parse_args(argv)
+    args.cases = [
+        (psf, noise, phantom)
+        for psf in PSFS
+        for noise in NOISES
+        for phantom in PHANTOMS
+        if (not args.psfs or psf in args.psfs)
+        and (not args.noises or noise in args.noises)
+        and (not args.phantoms or phantom in args.phantoms)
+    ]
+    if not args.cases:
+        raise SystemExit("no case matches --psfs/--noises/--phantoms")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    stem = C.output_stem(args.out, NAME, args.tag)
+    result = {
+        "benchmark": NAME,
+        "status": "running",
+        "machine": C.machine_info(),
+        "config": {
+            "shape": list(args.shape),
+            "seed": args.seed,
+            "border": args.border,
+            "rl_max": args.rl_max,
+            "images": {
+                k: "jdeconv.simulate phantom"
+                for k in PHANTOMS
+                if any(c[2] == k for c in args.cases)
+            },
+            "psfs": {k: v for k, v in PSFS.items() if any(c[0] == k for c in args.cases)},
+            "noises": {k: v for k, v in NOISES.items() if any(c[1] == k for c in args.cases)},
+        },
+        "images": [],
+    }
+    t_run = time.perf_counter()
+    for done, case in enumerate(args.cases, 1):
+        psf_name, noise_name, phantom = case
+        t0 = time.perf_counter()
+        psf = np.load(args.data / PSFS[psf_name]).astype(np.float32)
+        gt = ground_truth(phantom, args.shape, args.seed)
+        key = jax.random.fold_in(jax.random.key(args.seed), done)
+        noisy = np.asarray(degrade(key, gt, psf, normalize=False, **NOISES[noise_name]), np.float32)
+        entry = {
+            "case": "/".join(case),
+            "psf": psf_name,
+            "noise": noise_name,
+            "image": phantom,
+            "input_psnr": psnr(gt, noisy, data_range=C.DATA_RANGE),
+            "methods": Q.classical(noisy, psf, gt, border=args.border, rl_max=args.rl_max),
+        }
+        entry["seconds"] = time.perf_counter() - t0
+        result["images"].append(entry)
+        result["status"] = "complete" if done == len(args.cases) else "partial"
+        result["summary"] = {m: IND.compare(result["images"], m) for m in IND.SUMMARY}
+        result["elapsed_s"] = time.perf_counter() - t_run
+        C.write_json(stem.with_suffix(".json"), result)
+        IND.write_markdown(
+            stem.with_suffix(".md"),
+            result,
+            title="Quality, 3D (classical methods): phantoms × Gibson-Lanni PSFs × noise",
+            script="quality3d.py",
+        )
+        ms = entry["methods"]
+        print(
+            f"[{done}/{len(args.cases)}] {entry['case']} ({entry['seconds']:.0f} s): "
+            + ", ".join(
+                f"{Q.SHORT.get(m, m)} {ms[m]['psnr']:.2f}"
+                for m in ("input", "rl_oracle", "best_oracle", *IND.GT_FREE_SHOWN)
+            ),
+            flush=True,
+        )
+    print(f"wrote {stem}.md/.json in {time.perf_counter() - t_run:.0f} s", flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
