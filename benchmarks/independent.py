@@ -140,18 +140,19 @@ def ground_truth(name: str, size: int) -> np.ndarray:
     return ((crop - crop.min()) / (crop.max() - crop.min())).astype(np.float32)
 
 
-def cases(args) -> list[tuple[str, str, str]]:
+def select(psfs, noises, images, *, only_psfs, only_noises, only_images) -> list[tuple]:
+    """Every (psf, noise, image) of the three name lists, PSF outermost, kept by the filters."""
     out = [
         (p, n, i)
-        for p in PSFS
-        for n in NOISES
-        for i in IMAGES
-        if (not args.psfs or p in args.psfs)
-        and (not args.noises or n in args.noises)
-        and (not args.images or i in args.images)
+        for p in psfs
+        for n in noises
+        for i in images
+        if (not only_psfs or p in only_psfs)
+        and (not only_noises or n in only_noises)
+        and (not only_images or i in only_images)
     ]
     if not out:
-        raise SystemExit("no case matches --psfs/--noises/--images")
+        raise SystemExit("no case matches the --psfs/--noises/image filters")
     return out
 
 
@@ -166,7 +167,19 @@ def run_case(case, args) -> dict:
     key = jax.random.fold_in(jax.random.key(args.seed), index)
     noisy = np.asarray(degrade(key, gt, psf, normalize=False, **kwargs), np.float32)
     t0 = time.perf_counter()
-    entry = {
+    entry = classical_entry(case, noisy, psf, gt, args)
+    if args.fit_cases and case in args.fit_cases:
+        args.config_overrides = {}
+        entry["methods"]["default"] = Q.fit_learned(noisy, psf, gt, Q.DEFAULT_METHOD, args)
+        Q.deltas(entry, ["default"])
+    entry["seconds"] = time.perf_counter() - t0
+    return entry
+
+
+def classical_entry(case, noisy, psf, gt, args) -> dict:
+    """One case's record: names, input PSNR, and ``quality.classical``'s methods."""
+    psf_name, noise_name, image_name = case
+    return {
         "case": "/".join(case),
         "psf": psf_name,
         "noise": noise_name,
@@ -174,12 +187,6 @@ def run_case(case, args) -> dict:
         "input_psnr": psnr(gt, noisy, data_range=C.DATA_RANGE),
         "methods": Q.classical(noisy, psf, gt, border=args.border, rl_max=args.rl_max),
     }
-    if args.fit_cases and case in args.fit_cases:
-        args.config_overrides = {}
-        entry["methods"]["default"] = Q.fit_learned(noisy, psf, gt, Q.DEFAULT_METHOD, args)
-        Q.deltas(entry, ["default"])
-    entry["seconds"] = time.perf_counter() - t0
-    return entry
 
 
 def _mean(values):
@@ -308,7 +315,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--verbose", action="store_true", help="progress bars of the fits")
     C.add_scoring_options(p, name=NAME, border=16, unit="px", infer_repeats=False)
     args = p.parse_args(argv)
-    args.cases = cases(args)
+    args.cases = select(
+        PSFS, NOISES, IMAGES, only_psfs=args.psfs, only_noises=args.noises, only_images=args.images
+    )
     # Spread the fits over the selection: every k-th case.
     k = max(1, len(args.cases) // args.fit) if args.fit else 0
     args.fit_cases = set(args.cases[::k][: args.fit]) if args.fit else set()
@@ -318,38 +327,48 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     stem = C.output_stem(args.out, NAME, args.tag)
-    result = {
-        "benchmark": NAME,
+    result = new_result(
+        NAME,
+        args,
+        size=args.size,
+        images={k: v[1] for k, v in IMAGES.items() if any(c[2] == k for c in args.cases)},
+        psfs={k: v[1] for k, v in PSFS.items() if any(c[0] == k for c in args.cases)},
+        noises={
+            k: {**v[0], "pedestal": v[1], "gain": v[2]}
+            for k, v in NOISES.items()
+            if any(c[1] == k for c in args.cases)
+        },
+        fit_cases=sorted("/".join(c) for c in args.fit_cases),
+    )
+    run_all(args.cases, lambda case: run_case(case, args), result, stem)
+    return result
+
+
+def new_result(name: str, args, **config) -> dict:
+    """The result record before any case: machine, the shared scoring settings, ``config``."""
+    return {
+        "benchmark": name,
         "status": "running",
         "machine": C.machine_info(),
-        "config": {
-            "size": args.size,
-            "seed": args.seed,
-            "border": args.border,
-            "rl_max": args.rl_max,
-            "images": {k: v[1] for k, v in IMAGES.items() if any(c[2] == k for c in args.cases)},
-            "psfs": {k: v[1] for k, v in PSFS.items() if any(c[0] == k for c in args.cases)},
-            "noises": {
-                k: {**v[0], "pedestal": v[1], "gain": v[2]}
-                for k, v in NOISES.items()
-                if any(c[1] == k for c in args.cases)
-            },
-            "fit_cases": sorted("/".join(c) for c in args.fit_cases),
-        },
+        "config": {"seed": args.seed, "border": args.border, "rl_max": args.rl_max, **config},
         "images": [],
     }
+
+
+def run_all(cases, run, result: dict, stem: Path, **markdown) -> None:
+    """Run every case, writing the JSON and Markdown after each (``markdown``: title, script)."""
     t_run = time.perf_counter()
-    for done, case in enumerate(args.cases, 1):
-        entry = run_case(case, args)
+    for done, case in enumerate(cases, 1):
+        entry = run(case)
         result["images"].append(entry)
-        result["status"] = "complete" if done == len(args.cases) else "partial"
+        result["status"] = "complete" if done == len(cases) else "partial"
         result["summary"] = {m: compare(result["images"], m) for m in (*SUMMARY, "default")}
         result["elapsed_s"] = time.perf_counter() - t_run
         C.write_json(stem.with_suffix(".json"), result)
-        write_markdown(stem.with_suffix(".md"), result)
+        write_markdown(stem.with_suffix(".md"), result, **markdown)
         ms = entry["methods"]
         print(
-            f"[{done}/{len(args.cases)}] {entry['case']} ({entry['seconds']:.0f} s): in "
+            f"[{done}/{len(cases)}] {entry['case']} ({entry['seconds']:.0f} s): in "
             f"{entry['input_psnr']:.2f}, "
             + ", ".join(
                 f"{Q.SHORT.get(m, m)} {ms[m]['psnr']:.2f}"
@@ -359,7 +378,6 @@ def main(argv=None) -> dict:
             flush=True,
         )
     print(f"wrote {stem}.md/.json in {time.perf_counter() - t_run:.0f} s", flush=True)
-    return result
 
 
 if __name__ == "__main__":

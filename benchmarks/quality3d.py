@@ -31,10 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _common as C  # noqa: E402
 import independent as IND  # noqa: E402
-import quality as Q  # noqa: E402
 
 from jdeconv import simulate  # noqa: E402
-from jdeconv.metrics import psnr  # noqa: E402
 from jdeconv.simulate import degrade  # noqa: E402
 
 NAME = "quality3d"
@@ -66,81 +64,51 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--noises", nargs="+", choices=list(NOISES), help="only these regimes")
     C.add_scoring_options(p, name=NAME, border=4, unit="voxels", infer_repeats=False)
     args = p.parse_args(argv)
-    args.cases = [
-        (psf, noise, phantom)
-        for psf in PSFS
-        for noise in NOISES
-        for phantom in PHANTOMS
-        if (not args.psfs or psf in args.psfs)
-        and (not args.noises or noise in args.noises)
-        and (not args.phantoms or phantom in args.phantoms)
-    ]
-    if not args.cases:
-        raise SystemExit("no case matches --psfs/--noises/--phantoms")
+    args.cases = IND.select(
+        PSFS,
+        NOISES,
+        PHANTOMS,
+        only_psfs=args.psfs,
+        only_noises=args.noises,
+        only_images=args.phantoms,
+    )
     return args
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     stem = C.output_stem(args.out, NAME, args.tag)
-    result = {
-        "benchmark": NAME,
-        "status": "running",
-        "machine": C.machine_info(),
-        "config": {
-            "shape": list(args.shape),
-            "seed": args.seed,
-            "border": args.border,
-            "rl_max": args.rl_max,
-            "images": {
-                k: "jdeconv.simulate phantom"
-                for k in PHANTOMS
-                if any(c[2] == k for c in args.cases)
-            },
-            "psfs": {k: v for k, v in PSFS.items() if any(c[0] == k for c in args.cases)},
-            "noises": {k: v for k, v in NOISES.items() if any(c[1] == k for c in args.cases)},
+    result = IND.new_result(
+        NAME,
+        args,
+        shape=list(args.shape),
+        images={
+            k: "jdeconv.simulate phantom" for k in PHANTOMS if any(c[2] == k for c in args.cases)
         },
-        "images": [],
-    }
-    t_run = time.perf_counter()
-    for done, case in enumerate(args.cases, 1):
-        psf_name, noise_name, phantom = case
-        t0 = time.perf_counter()
-        psf = np.load(args.data / PSFS[psf_name]).astype(np.float32)
-        gt = ground_truth(phantom, args.shape, args.seed)
-        key = jax.random.fold_in(jax.random.key(args.seed), done)
-        noisy = np.asarray(degrade(key, gt, psf, normalize=False, **NOISES[noise_name]), np.float32)
-        entry = {
-            "case": "/".join(case),
-            "psf": psf_name,
-            "noise": noise_name,
-            "image": phantom,
-            "input_psnr": psnr(gt, noisy, data_range=C.DATA_RANGE),
-            "methods": Q.classical(noisy, psf, gt, border=args.border, rl_max=args.rl_max),
-        }
-        entry["seconds"] = time.perf_counter() - t0
-        result["images"].append(entry)
-        result["status"] = "complete" if done == len(args.cases) else "partial"
-        result["summary"] = {m: IND.compare(result["images"], m) for m in IND.SUMMARY}
-        result["elapsed_s"] = time.perf_counter() - t_run
-        C.write_json(stem.with_suffix(".json"), result)
-        IND.write_markdown(
-            stem.with_suffix(".md"),
-            result,
-            title="Quality, 3D (classical methods): phantoms × Gibson-Lanni PSFs × noise",
-            script="quality3d.py",
-        )
-        ms = entry["methods"]
-        print(
-            f"[{done}/{len(args.cases)}] {entry['case']} ({entry['seconds']:.0f} s): "
-            + ", ".join(
-                f"{Q.SHORT.get(m, m)} {ms[m]['psnr']:.2f}"
-                for m in ("input", "rl_oracle", "best_oracle", *IND.GT_FREE_SHOWN)
-            ),
-            flush=True,
-        )
-    print(f"wrote {stem}.md/.json in {time.perf_counter() - t_run:.0f} s", flush=True)
+        psfs={k: v for k, v in PSFS.items() if any(c[0] == k for c in args.cases)},
+        noises={k: v for k, v in NOISES.items() if any(c[1] == k for c in args.cases)},
+    )
+    IND.run_all(
+        args.cases,
+        lambda case: run_case(case, args),
+        result,
+        stem,
+        title="Quality, 3D (classical methods): phantoms × Gibson-Lanni PSFs × noise",
+        script="quality3d.py",
+    )
     return result
+
+
+def run_case(case, args) -> dict:
+    psf_name, noise_name, phantom = case
+    t0 = time.perf_counter()
+    psf = np.load(args.data / PSFS[psf_name]).astype(np.float32)
+    gt = ground_truth(phantom, args.shape, args.seed)
+    key = jax.random.fold_in(jax.random.key(args.seed), args.cases.index(case) + 1)
+    noisy = np.asarray(degrade(key, gt, psf, normalize=False, **NOISES[noise_name]), np.float32)
+    entry = IND.classical_entry(case, noisy, psf, gt, args)
+    entry["seconds"] = time.perf_counter() - t0
+    return entry
 
 
 if __name__ == "__main__":

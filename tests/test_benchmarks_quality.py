@@ -126,19 +126,24 @@ def test_quality_resume_keeps_finished_images(tmp_path):
     assert proc.returncode != 0 and "other settings" in proc.stderr
 
 
-def test_independent_check_runs_on_samples_nothing_was_tuned_on(tmp_path):
-    args = ["--images", "camera", "hubble", "--psfs", "gauss1.5", "--noises", "moderate"]
-    args += ["offset", "--size", "64", "--rl-max", "3", "--out", str(tmp_path), "--tag", "t"]
+def _script(name: str, out: Path, *args: str) -> tuple[dict, str]:
+    """Run ``benchmarks/<name>.py ARGS --out OUT``; its JSON and Markdown."""
     proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "independent.py"), *args],
+        [sys.executable, str(BENCHMARKS / f"{name}.py"), *args, "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=BENCHMARKS.parent,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    result = json.loads((tmp_path / "independent-t.json").read_text())
-    md = (tmp_path / "independent-t.md").read_text()
+    (path,) = out.glob(f"{name}*.json")
+    return json.loads(path.read_text()), path.with_suffix(".md").read_text()
+
+
+def test_independent_check_runs_on_samples_nothing_was_tuned_on(tmp_path):
+    args = ["--images", "camera", "hubble", "--psfs", "gauss1.5", "--noises", "moderate"]
+    args += ["offset", "--size", "64", "--rl-max", "3"]
+    result, md = _script("independent", tmp_path, *args)
     assert result["status"] == "complete" and len(result["images"]) == 4
     for entry in result["images"]:
         _check_classical(entry)
@@ -157,20 +162,11 @@ def test_independent_check_runs_on_samples_nothing_was_tuned_on(tmp_path):
 
 
 def test_quality3d_runs_the_classical_methods_on_volumes(tmp_path, shared_data):
-    data = shared_data
     args = ["--shape", "18", "24", "24", "--psfs", "gl_3d_17", "--noises", "paper"]
-    args += ["--phantoms", "puncta", "--rl-max", "2", "--data", str(data)]
-    proc = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "quality3d.py"), *args, "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=BENCHMARKS.parent,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    result = json.loads((tmp_path / "quality3d.json").read_text())
+    args += ["--phantoms", "puncta", "--rl-max", "2", "--data", str(shared_data)]
+    result, md = _script("quality3d", tmp_path, *args)
     assert result["status"] == "complete" and result["config"]["shape"] == [18, 24, 24]
     (entry,) = result["images"]
     _check_classical(entry)
     assert result["summary"]["tik_nn_l1"]["n"] == 1
-    assert "18×24×24" in (tmp_path / "quality3d.md").read_text()
+    assert "18×24×24" in md

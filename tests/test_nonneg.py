@@ -60,39 +60,10 @@ def _reference(image, psf, weight, lower, sparsity=0.0):
     return x.reshape(ext.shape)[k:-k, k:-k]
 
 
-def test_projected_fista_solves_the_constrained_problem():
-    image, psf = _sparse_scene()
-    weight, lower = 0.02, 0.0
+def _fista(image, psf, weight, lower, sparsity=0.0):
+    """project_tikhonov run to convergence (2000 steps) from the linear solution."""
     start = regularized.tikhonov(image, psf, weight=weight)
-    got = regularized.project_tikhonov(
-        jnp.asarray(image)[None],
-        jnp.asarray(start)[None],
-        jnp.asarray(psf),
-        weight,
-        lower=lower,
-        iterations=2000,
-    )[0]
-    want = _reference(image, psf, weight, lower)
-    assert want.min() == pytest.approx(lower, abs=1e-9)  # the bound is active somewhere
-    np.testing.assert_allclose(np.asarray(got), want, atol=2e-3 * np.ptp(want))
-    # Far from the bound the constraint is inactive: the linear (periodic-extension) solution.
-    linear = _reference(image, psf, weight, -1e3)
-    loose = regularized.project_tikhonov(
-        jnp.asarray(image)[None],
-        jnp.asarray(start)[None],
-        jnp.asarray(psf),
-        weight,
-        lower=-1e3,
-        iterations=2000,
-    )[0]
-    np.testing.assert_allclose(np.asarray(loose), linear, atol=2e-3 * np.ptp(linear))
-
-
-def test_projected_fista_with_l1_solves_the_penalised_problem():
-    image, psf = _sparse_scene()
-    weight, lower, sparsity = 0.02, 0.0, 0.05
-    start = regularized.tikhonov(image, psf, weight=weight)
-    got = regularized.project_tikhonov(
+    return regularized.project_tikhonov(
         jnp.asarray(image)[None],
         jnp.asarray(start)[None],
         jnp.asarray(psf),
@@ -101,6 +72,25 @@ def test_projected_fista_with_l1_solves_the_penalised_problem():
         iterations=2000,
         sparsity=sparsity,
     )[0]
+
+
+def test_projected_fista_solves_the_constrained_problem():
+    image, psf = _sparse_scene()
+    weight, lower = 0.02, 0.0
+    got = _fista(image, psf, weight, lower)
+    want = _reference(image, psf, weight, lower)
+    assert want.min() == pytest.approx(lower, abs=1e-9)  # the bound is active somewhere
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-3 * np.ptp(want))
+    # Far from the bound the constraint is inactive: the linear (periodic-extension) solution.
+    linear = _reference(image, psf, weight, -1e3)
+    loose = _fista(image, psf, weight, -1e3)
+    np.testing.assert_allclose(np.asarray(loose), linear, atol=2e-3 * np.ptp(linear))
+
+
+def test_projected_fista_with_l1_solves_the_penalised_problem():
+    image, psf = _sparse_scene()
+    weight, lower, sparsity = 0.02, 0.0, 0.05
+    got = _fista(image, psf, weight, lower, sparsity)
     want = _reference(image, psf, weight, lower, sparsity)
     np.testing.assert_allclose(np.asarray(got), want, atol=2e-3 * np.ptp(want))
     plain = _reference(image, psf, weight, lower)
