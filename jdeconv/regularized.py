@@ -653,9 +653,10 @@ def choose_sparsity(image, psf, *, noise_std: float | None = None) -> float:
 
     The reference is the image's minimum whatever bound the solver uses: where noise
     straddles the bound (a known camera offset passed as ``lower``, data not clipped),
-    the same statistics taken relative to the bound made ``μ`` far too large (on 36 of
-    the development images on a 0.2 pedestal, unclipped: −3.0 dB mean, −12.5 dB worst
-    against no penalty); relative to the minimum they gave +0.06 dB mean, −0.03 worst.
+    the same statistics taken relative to the bound made ``μ`` far too large (in an
+    exploratory check on 36 of the development images on a 0.2 pedestal, unclipped:
+    −3.0 dB mean, −12.5 dB worst against no penalty); relative to the minimum they gave
+    +0.06 dB mean, −0.03 worst (tests/test_nonneg.py checks a case of it).
 
     Args:
       image, psf: as :func:`tikhonov`.
