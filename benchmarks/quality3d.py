@@ -72,6 +72,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         only_noises=args.noises,
         only_images=args.phantoms,
     )
+    for psf in {c[0] for c in args.cases}:
+        if not (args.data / PSFS[psf]).is_file():
+            raise SystemExit(f"{args.data / PSFS[psf]} not found: set --data to the shared data")
     return args
 
 
