@@ -35,7 +35,6 @@ Writes ``independent-<tag>.md`` and ``.json`` to ``--out`` (default benchmarks/r
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -189,11 +188,6 @@ def classical_entry(case, noisy, psf, gt, args) -> dict:
     }
 
 
-def _mean(values):
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
-
-
 def compare(entries: list[dict], method: str) -> dict | None:
     """Mean PSNR and the gaps of ``method`` to the RL oracle and the best classical oracle."""
     es = [e for e in entries if Q._ok(e["methods"].get(method))]
@@ -204,13 +198,13 @@ def compare(entries: list[dict], method: str) -> dict | None:
     worst = min(range(len(es)), key=lambda i: d_rl[i])
     return {
         "n": len(es),
-        "psnr": _mean(e["methods"][method]["psnr"] for e in es),
-        "ssim": _mean(e["methods"][method]["ssim"] for e in es),
-        "dpsnr_vs_rl_oracle": _mean(d_rl),
+        "psnr": Q._mean(e["methods"][method]["psnr"] for e in es),
+        "ssim": Q._mean(e["methods"][method]["ssim"] for e in es),
+        "dpsnr_vs_rl_oracle": Q._mean(d_rl),
         "worst_vs_rl_oracle": d_rl[worst],
         "worst_case": es[worst]["case"],
         "below_rl_oracle_by_0.3": sum(d < -0.3 for d in d_rl),
-        "dpsnr_vs_best_oracle": _mean(d_best),
+        "dpsnr_vs_best_oracle": Q._mean(d_best),
         "wins_vs_best_oracle": sum(d > 0 for d in d_best),
     }
 
@@ -285,7 +279,7 @@ def write_markdown(path: Path, result: dict, *, title=TITLE, script="independent
             row = [name, str(len(es))]
             for m in shown:
                 vals = [e["methods"][m]["psnr"] for e in es if Q._ok(e["methods"].get(m))]
-                row.append(C.fmt(_mean(vals)) if vals else "–")
+                row.append(C.fmt(Q._mean(vals)) if vals else "–")
             rows.append(row)
         lines += C.table([title, "n", *(Q.SHORT.get(m, m) for m in shown)], rows)
     lines += ["", "## Per image (PSNR)", ""]

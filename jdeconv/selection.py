@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .classic import _shift_backward, _shift_forward
 from .masks import bernoulli_mask, replace_masked
 from .unet import apply_network
 
@@ -93,16 +94,10 @@ def make_validation_fn(graphdef, held_out_index, *, prior=None) -> Callable:
 
 
 def _laplacian(x: jax.Array) -> jax.Array:
-    """The discrete Laplacian (2·ndim centre, −1 neighbours), mirror (symmetric) boundary."""
-    padded = jnp.pad(x, 1, mode="symmetric")
-    centre = tuple(slice(1, n + 1) for n in x.shape)
-    out = 2.0 * x.ndim * x
-    for axis in range(x.ndim):
-        for shift in (0, 2):
-            window = list(centre)
-            window[axis] = slice(shift, shift + x.shape[axis])
-            out = out - padded[tuple(window)]
-    return out
+    """The discrete Laplacian (2·ndim centre, −1 neighbours), mirror (symmetric) boundary:
+    minus the divergence of the Neumann forward-difference gradient, with the finite
+    differences :mod:`jdeconv.classic`'s TV uses."""
+    return -sum(_shift_backward(_shift_forward(x, axis), axis) for axis in range(x.ndim))
 
 
 class ModelSelector:
