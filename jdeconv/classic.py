@@ -74,6 +74,18 @@ def _shift_backward(p: jax.Array, axis: int) -> jax.Array:
     return p - behind
 
 
+def laplacian(x: jax.Array) -> jax.Array:
+    """The Laplacian stencil of the Tikhonov regulariser (2·ndim centre, −1 neighbours,
+    i.e. minus the second difference), mirror (symmetric) boundary: minus the divergence
+    of the Neumann forward-difference gradient (the finite differences of the TV code).
+
+    Example:
+      >>> laplacian(jnp.arange(5.0) ** 2).tolist()  # x² has second difference 2
+      [-1.0, -2.0, -2.0, -2.0, 7.0]
+    """
+    return -sum(_shift_backward(_shift_forward(x, axis), axis) for axis in range(x.ndim))
+
+
 def _tv_curvature(x: jax.Array, smoothing) -> jax.Array:
     """``div(grad x / |grad x|)`` with forward differences and backward divergence."""
     grads = [_shift_forward(x, a) for a in range(x.ndim)]

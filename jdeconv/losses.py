@@ -45,6 +45,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .classic import laplacian
+
 __all__ = [
     "Passes",
     "Term",
@@ -163,6 +165,22 @@ def bound_deconvolved(p: Passes, *, lower=-math.inf, upper=math.inf) -> jax.Arra
       1.0
     """
     return _out_of_bounds(p.deconvolved, lower, upper)
+
+
+def prior_deconvolved(p: Passes, *, lower=0.0, laplacian_weight=0.0, sparsity=0.0) -> jax.Array:
+    """``prior``: the non-negative anchor's penalties on the deconvolved image, per pixel:
+    ``λ (Δx)² + 2μ |x − lower|`` (with ``rec``, twice the anchor's objective per pixel).
+
+    ``fit`` fills ``laplacian_weight`` (λ), ``sparsity`` (μ) and ``lower`` from an anchored
+    network (``NetworkConfig.anchor="nonneg_tikhonov"``) when they are not given.
+
+    Example:
+      >>> x = jnp.full((4, 4), 2.0)
+      >>> float(prior_deconvolved(Passes(x, x > 0, deconvolved=x), lower=1.0, sparsity=0.5))
+      1.0
+    """
+    x = p.deconvolved
+    return jnp.mean(laplacian_weight * laplacian(x) ** 2 + 2.0 * sparsity * jnp.abs(x - lower))
 
 
 def _keyword_names(fn: Callable) -> frozenset[str] | None:
@@ -331,6 +349,7 @@ register_loss("inv", invariance)
 register_loss("inv_d", invariance_deconvolved)
 register_loss("bound", bound, needs=(UNMASKED,))
 register_loss("bound_d", bound_deconvolved, needs=(UNMASKED,))
+register_loss("prior", prior_deconvolved, needs=(UNMASKED,))
 
 PRESETS: dict[str, dict[str, float]] = {
     # Kobayashi et al. 2020 (SSI): blind spot through the PSF.

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .classic import _shift_backward, _shift_forward
+from .classic import laplacian
 from .masks import bernoulli_mask, replace_masked
 from .unet import apply_network
 
@@ -86,18 +86,11 @@ def make_validation_fn(graphdef, held_out_index, *, prior=None) -> Callable:
         score = (g(deconvolved) - image) ** 2
         if prior is not None:
             weight, sparsity, lower = prior
-            score = score + weight * _laplacian(deconvolved) ** 2
+            score = score + weight * laplacian(deconvolved) ** 2
             score = score + 2.0 * sparsity * (deconvolved - lower)
         return score[index]
 
     return validate
-
-
-def _laplacian(x: jax.Array) -> jax.Array:
-    """The discrete Laplacian (2·ndim centre, −1 neighbours), mirror (symmetric) boundary:
-    minus the divergence of the Neumann forward-difference gradient, with the finite
-    differences :mod:`jdeconv.classic`'s TV uses."""
-    return -sum(_shift_backward(_shift_forward(x, axis), axis) for axis in range(x.ndim))
 
 
 class ModelSelector:

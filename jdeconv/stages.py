@@ -342,11 +342,10 @@ def prepare(
     x = ((arr - offset) / scale).astype(np.float32)
     input_range = (float(arr.min()), float(arr.max()))
     lower, upper = ((v - offset) / scale for v in input_range)
-    loss = make_loss(cfg.loss, defaults={"lower": lower, "upper": upper})
-
     anchor = None
     if cfg.network.anchor != "none":
         cfg, anchor = _anchor(cfg, x, psf, lower=lower)
+    loss = _bind_loss(cfg, lower, upper)
 
     key = jax.random.key(cfg.seed)
     train_key, val_key = jax.random.split(key)
@@ -363,6 +362,24 @@ def prepare(
     return Prepared(
         cfg, psf, x, x_train, held_out, offset, scale, input_range, loss, train_key, anchor
     )
+
+
+def _bind_loss(cfg: Config, lower: float, upper: float):
+    """The config's loss with the hyper-parameters ``fit`` fills: the input's range in the
+    standardised frame (``lower``/``upper``) and, for a non-negative anchor, its
+    penalties' weights (the ``prior`` term's ``laplacian_weight`` and ``sparsity``)."""
+    defaults = {"lower": lower, "upper": upper}
+    net = cfg.network
+    if net.anchor == "nonneg_tikhonov":
+        defaults.update(laplacian_weight=net.anchor_weight, sparsity=net.anchor_sparsity or 0.0)
+    elif any(
+        spec.name == "prior" and "laplacian_weight" not in dict(spec.params) for spec in cfg.loss
+    ):
+        raise ValueError(
+            "the 'prior' loss term takes its weights from a non-negative anchor: set "
+            "anchor='nonneg_tikhonov', or give the term laplacian_weight and sparsity."
+        )
+    return make_loss(cfg.loss, defaults=defaults)
 
 
 def _anchor(
@@ -415,7 +432,6 @@ def _prepare_regions(image, psf, cfg, *, normalize_psf: bool, settings) -> Prepa
     offset, scale = normalization_from_statistics(stats, cfg)
     input_range = (stats["min"], stats["max"])
     lower, upper = ((v - offset) / scale for v in input_range)
-    loss = make_loss(cfg.loss, defaults={"lower": lower, "upper": upper})
     key = jax.random.key(cfg.seed)
     train_key, val_key = jax.random.split(key)
     sampler = RegionSampler(
@@ -435,6 +451,7 @@ def _prepare_regions(image, psf, cfg, *, normalize_psf: bool, settings) -> Prepa
         window = _centre_window(tuple(image.shape), VALIDATION_REGION[ndim])
         crop = (np.asarray(image[window], dtype=np.float64) - offset) / scale
         cfg, anchor = _anchor(cfg, crop.astype(np.float32), psf, lower=lower)
+    loss = _bind_loss(cfg, lower, upper)
     return Prepared(
         cfg,
         psf,

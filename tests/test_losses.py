@@ -183,3 +183,18 @@ def test_term_and_spec_are_values():
         LossSpec("bsp", 1.0, (("x", float("inf")),))
     with pytest.raises(ValueError, match="must be a number"):
         LossSpec("bsp", "1")
+
+
+def test_prior_is_the_anchor_penalties_per_pixel():
+    import scipy.ndimage as ndi
+
+    p = jax.tree.map(lambda a: a[0] if jnp.ndim(a) else a, _passes(seed=7))
+    d = np.asarray(p.deconvolved, np.float64)
+    lap = ndi.laplace(d, mode="reflect")  # the second difference; the prior squares it
+    want = (0.3 * lap**2 + 2 * 0.1 * np.abs(d + 0.5)).mean()
+    got = losses.prior_deconvolved(p, lower=-0.5, laplacian_weight=0.3, sparsity=0.1)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    # Defaults bind by name; with none given the term is zero (no penalty).
+    ((_, _, term),) = make_loss({"prior": 1.0}, defaults={"lower": -0.5}).terms
+    assert dict(term.params) == {"lower": -0.5}
+    assert float(make_loss({"prior": 1.0})(jax.tree.map(lambda a: a[None], p))[0]) == 0.0

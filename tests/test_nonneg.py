@@ -305,3 +305,26 @@ def test_anchored_tiles_equal_the_whole_image():
     whole = jdeconv.deconvolve(noisy, model)
     tiled = jdeconv.deconvolve(noisy, model, tile_size=64)
     np.testing.assert_allclose(tiled, whole, atol=1e-3 * np.ptp(whole))
+
+
+def test_prior_term_takes_the_anchor_weights_and_needs_an_anchor():
+    psf = gaussian_psf((7, 7), 1.5)
+    _, noisy = _spots(48, 20, psf, 0.02, seed=0)
+    weights = {"rec": 1.0, "prior": 1.0}
+    cfg = Config.default(2, steps=2, patch_size=32, batch_size=2, loss_weights=weights)
+    prepared = jdeconv.stages.prepare(noisy, psf, cfg)
+    net = prepared.cfg.network
+    term = dict((name, t) for name, _, t in prepared.loss.terms)["prior"]
+    assert dict(term.params) == {
+        "lower": pytest.approx(net.anchor_lower),
+        "laplacian_weight": net.anchor_weight,
+        "sparsity": net.anchor_sparsity,
+    }
+    with pytest.raises(ValueError, match="anchor='nonneg_tikhonov'"):
+        jdeconv.stages.prepare(noisy, psf, cfg.replace(anchor="none"))
+    # Given explicitly, the term needs no anchor.
+    explicit = {"prior": {"laplacian_weight": 0.5}}
+    plain = Config(steps=2, patch_size=32, batch_size=2, loss_weights=weights)
+    plain = plain.replace(loss=jdeconv.losses.loss_specs(weights, hyper=explicit))
+    term = dict((n, t) for n, _, t in jdeconv.stages.prepare(noisy, psf, plain).loss.terms)
+    assert dict(term["prior"].params)["laplacian_weight"] == 0.5
