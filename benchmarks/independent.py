@@ -167,10 +167,7 @@ def run_case(case, args) -> dict:
     noisy = np.asarray(degrade(key, gt, psf, normalize=False, **kwargs), np.float32)
     t0 = time.perf_counter()
     entry = classical_entry(case, noisy, psf, gt, args)
-    if args.fit_cases and case in args.fit_cases:
-        args.config_overrides = {}
-        entry["methods"]["default"] = Q.fit_learned(noisy, psf, gt, Q.DEFAULT_METHOD, args)
-        Q.deltas(entry, ["default"])
+    fit_default(entry, case, noisy, psf, gt, args)
     entry["seconds"] = time.perf_counter() - t0
     return entry
 
@@ -186,6 +183,35 @@ def classical_entry(case, noisy, psf, gt, args) -> dict:
         "input_psnr": psnr(gt, noisy, data_range=C.DATA_RANGE),
         "methods": Q.classical(noisy, psf, gt, border=args.border, rl_max=args.rl_max),
     }
+
+
+def add_fit_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--fit", type=int, default=0, help="also run jdeconv.fit's default on N of the cases"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="Config override of the fits (repeatable), e.g. --set steps=100",
+    )
+    p.add_argument("--verbose", action="store_true", help="progress bars of the fits")
+
+
+def choose_fit_cases(args) -> None:
+    """``args.fit_cases``: ``--fit`` cases spread evenly over the selection, first and last
+    included (4 of quality3d's 12 cover both PSFs, both noises and the three phantoms)."""
+    n = min(args.fit, len(args.cases))
+    picks = np.linspace(0, len(args.cases) - 1, n).round().astype(int) if n else []
+    args.fit_cases = {args.cases[i] for i in picks}
+    args.config_overrides = C.parse_overrides(args.set)
+
+
+def fit_default(entry: dict, case, noisy, psf, gt, args) -> None:
+    """Add ``jdeconv.fit(noisy, psf)``'s record (the default config) to a ``--fit`` case."""
+    if case in args.fit_cases:
+        entry["methods"]["default"] = Q.fit_learned(noisy, psf, gt, Q.DEFAULT_METHOD, args)
+        Q.deltas(entry, ["default"])
 
 
 def compare(entries: list[dict], method: str) -> dict | None:
@@ -303,18 +329,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--psfs", nargs="+", choices=list(PSFS), help="only these PSFs")
     p.add_argument("--noises", nargs="+", choices=list(NOISES), help="only these noise regimes")
     p.add_argument("--size", type=int, default=SIZE, help="crop side (px)")
-    p.add_argument(
-        "--fit", type=int, default=0, help="also run jdeconv.fit's default on the first N cases"
-    )
-    p.add_argument("--verbose", action="store_true", help="progress bars of the fits")
+    add_fit_option(p)
     C.add_scoring_options(p, name=NAME, border=16, unit="px", infer_repeats=False)
     args = p.parse_args(argv)
     args.cases = select(
         PSFS, NOISES, IMAGES, only_psfs=args.psfs, only_noises=args.noises, only_images=args.images
     )
-    # Spread the fits over the selection: every k-th case.
-    k = max(1, len(args.cases) // args.fit) if args.fit else 0
-    args.fit_cases = set(args.cases[::k][: args.fit]) if args.fit else set()
+    choose_fit_cases(args)
     return args
 
 
@@ -333,6 +354,7 @@ def main(argv=None) -> dict:
             if any(c[1] == k for c in args.cases)
         },
         fit_cases=sorted("/".join(c) for c in args.fit_cases),
+        overrides=args.config_overrides,
     )
     run_all(args.cases, lambda case: run_case(case, args), result, stem)
     return result

@@ -292,7 +292,9 @@ def fit_learned(noisy, psf, gt, method: str, args) -> dict:
         infer_repeats=0,
     )
     record["wall_s"] = time.perf_counter() - t0
-    record.pop("history", None)  # the validation curves: large, and in paper_2d's JSON
+    # Keep the held-out curve (a value every validation); the per-step losses are large.
+    history = record.pop("history", None) or {}
+    record["val_history"] = {k: history[k] for k in ("val_step", "val_loss") if k in history}
     return record
 
 

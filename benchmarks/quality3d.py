@@ -1,6 +1,6 @@
-"""3D quality, classical methods: RL, RL-TV and Tikhonov oracles and ground-truth-free rules.
+"""3D quality: RL, RL-TV and Tikhonov oracles, ground-truth-free rules and jdeconv's default.
 
-Issue 10's item 4 at CPU size, without jdeconv fits so far: three ``jdeconv.simulate``
+Issue 10's item 4 at CPU size: three ``jdeconv.simulate``
 phantoms (filaments, puncta, nuclei; 32×96×96, the shape of ``paper_3d.py``'s volume) ×
 the papers' 17³ and 31³ Gibson-Lanni PSFs (``../shared/data/psf``) × two noise regimes
 (``paper``: α 0.001, σ 0.1, 10 bits, as Papkov et al.'s 3D protocol without
@@ -62,6 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--phantoms", nargs="+", choices=list(PHANTOMS), help="only these")
     p.add_argument("--psfs", nargs="+", choices=list(PSFS), help="only these PSFs")
     p.add_argument("--noises", nargs="+", choices=list(NOISES), help="only these regimes")
+    IND.add_fit_option(p)
     C.add_scoring_options(p, name=NAME, border=4, unit="voxels", infer_repeats=False)
     args = p.parse_args(argv)
     args.cases = IND.select(
@@ -72,6 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         only_noises=args.noises,
         only_images=args.phantoms,
     )
+    IND.choose_fit_cases(args)
     for psf in {c[0] for c in args.cases}:
         if not (args.data / PSFS[psf]).is_file():
             raise SystemExit(f"{args.data / PSFS[psf]} not found: set --data to the shared data")
@@ -90,6 +92,8 @@ def main(argv=None) -> dict:
         },
         psfs={k: v for k, v in PSFS.items() if any(c[0] == k for c in args.cases)},
         noises={k: v for k, v in NOISES.items() if any(c[1] == k for c in args.cases)},
+        fit_cases=sorted("/".join(c) for c in args.fit_cases),
+        overrides=args.config_overrides,
     )
     IND.run_all(
         args.cases,
@@ -110,6 +114,7 @@ def run_case(case, args) -> dict:
     key = jax.random.fold_in(jax.random.key(args.seed), args.cases.index(case) + 1)
     noisy = np.asarray(degrade(key, gt, psf, normalize=False, **NOISES[noise_name]), np.float32)
     entry = IND.classical_entry(case, noisy, psf, gt, args)
+    IND.fit_default(entry, case, noisy, psf, gt, args)
     entry["seconds"] = time.perf_counter() - t0
     return entry
 

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from jdeconv.config import Config
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SCORES = {"psnr", "psnr_border", "ssim", "mi", "smi", "rmse"}
 ORACLES = {"rl_oracle", "rl_tv_oracle", "tik_id_oracle", "tik_lap_oracle"}
@@ -170,3 +172,23 @@ def test_quality3d_runs_the_classical_methods_on_volumes(tmp_path, shared_data):
     _check_classical(entry)
     assert result["summary"]["tik_nn_l1"]["n"] == 1
     assert "18×24×24" in md
+
+
+def test_quality3d_fits_the_default_on_the_chosen_volumes(tmp_path, shared_data):
+    args = ["--shape", "24", "24", "24", "--psfs", "gl_3d_17", "--noises", "paper", "mild"]
+    args += ["--phantoms", "puncta", "--rl-max", "2", "--data", str(shared_data), "--fit", "1"]
+    args += ["--set", "steps=2", "--set", "patch_size=24", "--set", "patch_size_z=24"]
+    args += ["--set", "validate_every=1", "--set", "tta=False"]
+    result, md = _script("quality3d", tmp_path, *args)
+    assert result["config"]["fit_cases"] == ["gl_3d_17/paper/puncta"]
+    assert result["config"]["overrides"]["steps"] == 2
+    fitted, plain = result["images"]
+    assert "default" not in plain["methods"]
+    record = fitted["methods"]["default"]
+    assert "error" not in record, record["error"]
+    assert record["steps"] == 2 and math.isfinite(record["psnr"])
+    assert record["config"]["network"]["anchor"] == "nonneg_tikhonov" == Config.default(3).anchor
+    assert record["val_history"]["val_step"] == [0, 1, 2]
+    delta = record["psnr"] - fitted["methods"]["rl_oracle"]["psnr"]
+    assert math.isclose(record["dpsnr_vs_rl_oracle"], delta, abs_tol=1e-9)
+    assert result["summary"]["default"]["n"] == 1
