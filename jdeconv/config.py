@@ -515,22 +515,22 @@ _DEFAULT_DATA = {
 }
 
 
-# What the default config adds to its preset, by dimensionality: in 2D the network is
+# What the default config adds to its preset, the same in 2D and 3D: the network is
 # anchored on the non-negative Tikhonov solution (weight by GCV, bound at the input's
 # minimum, ℓ1 weight by regularized.choose_sparsity), a trained model replaces that
-# solution (step 0) only if its held-out loss is significantly better, and the output
-# is clipped below at the input's minimum (benchmarks/results/quality-quick-2d-l1.md;
-# without the ℓ1 term quality-quick-2d-nonneg.md; the linear anchor's
-# quality-quick-2d-anchor.md). 3D keeps the papers' network until the 3D matrix measures it.
-_DEFAULT_METHOD: dict[int, dict[str, object]] = {
-    2: {
-        "anchor": "nonneg_tikhonov",
-        "restore_best": True,
-        "selection": "if_better",
-        "clip_output": "below",
-    },
-    3: {},
+# solution (step 0) only if its held-out loss is significantly better, training stops
+# after 4 evaluations in a row (100 steps) significantly worse than the kept model, and
+# the output is clipped below at the input's minimum (2D: benchmarks/results/
+# quality-quick-2d-l1.md, -patience.md; without the ℓ1 term quality-quick-2d-nonneg.md;
+# the linear anchor's quality-quick-2d-anchor.md; 3D: quality3d-*.md).
+_ANCHORED: dict[str, object] = {
+    "anchor": "nonneg_tikhonov",
+    "restore_best": True,
+    "selection": "if_better",
+    "patience": 4,
+    "clip_output": "below",
 }
+_DEFAULT_METHOD: dict[int, dict[str, object]] = {2: _ANCHORED, 3: _ANCHORED}
 
 
 def default_preset(ndim: int) -> str:
@@ -706,9 +706,14 @@ class Config:
         gpu, tpu  128² crops, batch 16   64×64×64 crops, batch 4
         ========  =====================  =========================
 
-        Steps (300) and the network are the same on every backend. The accelerator sizes
-        are the papers' (Noise2Same in 2D, Papkov et al. in 3D); the CPU ones keep a fit
-        to minutes (benchmarks/results/train_step-cpu.md).
+        Steps (at most 300) and the network are the same on every backend. The
+        accelerator sizes are the papers' (Noise2Same in 2D, Papkov et al. in 3D); the
+        CPU ones keep a fit to minutes (benchmarks/results/train_step-cpu.md). In 2D and
+        3D the network is anchored on the non-negative sparse Tikhonov solution, which
+        is kept (step 0) unless a trained model's held-out score is significantly
+        better; training stops after 4 validations in a row significantly worse than
+        the kept model (``patience``), and the output is clipped below at the input's
+        minimum.
 
         Args:
           ndim: 2 or 3.

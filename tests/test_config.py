@@ -121,17 +121,19 @@ def test_group_objects_validate_on_their_own():
 
 
 def test_default_sizes_follow_the_backend():
-    # CPU: jdeconv 0.1's sizes; in 2D the network anchored on the non-negative Tikhonov
+    # CPU: jdeconv 0.1's sizes; in 2D and 3D the network anchored on the non-negative Tikhonov
     # solution, which a trained model must beat significantly, and no negative output.
-    assert Config.default(2, backend="cpu") == Config.preset(
-        "noise2same_d",
+    # Training stops after 4 validations in a row significantly worse than the kept model.
+    method = dict(
         anchor="nonneg_tikhonov",
         restore_best=True,
         selection="if_better",
+        patience=4,
         clip_output="below",
     )
+    assert Config.default(2, backend="cpu") == Config.preset("noise2same_d", **method)
     assert Config.default(3, backend="cpu") == Config.preset(
-        "noise2same", batch_size=2, patch_size=48, patch_size_z=32, steps=300
+        "noise2same", batch_size=2, patch_size=48, patch_size_z=32, steps=300, **method
     )
     # Accelerators: the papers' sizes; steps and network as on the CPU.
     gpu2, gpu3 = Config.default(2, backend="gpu"), Config.default(3, backend="tpu")
