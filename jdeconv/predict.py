@@ -6,7 +6,8 @@ and are blended with linear ramps (weights summing to one), so with a halo that 
 receptive field the result equals the whole-image one to float rounding. The network sees
 each window mirror-padded to its size multiple, exactly as for a whole image.
 Test-time augmentation (TTA) averages the prediction over the rotations/flips used in
-training (8 in 2D; 16 in 3D: rot90 in YX × flip Z × flip Y). The transformed copies go
+training (at most 8 in 2D; 16 in 3D: rot90 in YX × flip Z × flip Y; a fitted model uses
+only those that leave its PSF unchanged, :mod:`jdeconv.symmetry`). The transformed copies go
 through the network as batches, as many per call as ``max_batch`` (or a memory budget)
 allows; when Y ≠ X the odd rotations swap the axes, so they form a batch of their own.
 
@@ -32,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .symmetry import candidate_transforms, transform, untransform
 from .unet import apply_network
 
 __all__ = [
@@ -90,29 +92,14 @@ def make_predictor(graphdef) -> Callable:
     return _Predictor(graphdef)
 
 
-def _transforms(ndim: int):
-    flip_sets = [(), (0,)] if ndim == 2 else [(), (0,), (1,), (0, 1)]
-    return list(itertools.product(range(4), flip_sets))
-
-
-def _forward(x, k, flips):
-    y = jnp.rot90(x, k, axes=(-2, -1))
-    return jnp.flip(y, flips) if flips else y
-
-
-def _inverse(y, k, flips):
-    y = jnp.flip(y, flips) if flips else y
-    return jnp.rot90(y, -k, axes=(-2, -1))
-
-
 @functools.partial(jax.jit, static_argnums=0)
 def _transformed(transforms, x):
-    return jnp.stack([_forward(x, k, flips) for k, flips in transforms])
+    return jnp.stack([transform(x, k, flips) for k, flips in transforms])
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _inverse_sum(transforms, ys):
-    return sum(_inverse(y, k, flips) for y, (k, flips) in zip(ys, transforms, strict=True))
+    return sum(untransform(y, k, flips) for y, (k, flips) in zip(ys, transforms, strict=True))
 
 
 def _tta_batch(n: int, size: int, max_batch: int | None) -> int:
@@ -123,13 +110,12 @@ def _tta_batch(n: int, size: int, max_batch: int | None) -> int:
     return 1 << (limit.bit_length() - 1)
 
 
-def _with_tta(net: Callable, params, x: jax.Array, *, max_batch: int | None = None):
-    transforms = _transforms(x.ndim)
+def _with_tta(net: Callable, params, x: jax.Array, *, transforms, max_batch: int | None = None):
     batch = _tta_batch(len(transforms), x.size, max_batch)
     total = jnp.zeros_like(x)
     if batch == 1 or not hasattr(net, "batch"):  # one call per copy
         for k, flips in transforms:
-            total = total + _inverse(net(params, _forward(x, k, flips)), k, flips)
+            total = total + untransform(net(params, transform(x, k, flips)), k, flips)
         return total / len(transforms)
     # Even and odd rotations give (…, Y, X) and (…, X, Y): one batch shape each.
     for parity in (0, 1):
@@ -196,7 +182,7 @@ def predict(
     tile_size: int | None = None,
     halo: int = 64,
     blend: int = 16,
-    tta: bool = False,
+    tta=False,
     offset: float = 0.0,
     scale: float = 1.0,
     max_memory=None,
@@ -227,7 +213,10 @@ def predict(
       tile_size: tile (window) side per axis; None chooses it from the memory budget.
       halo: context on each side of a tile's core (rounded up to ``multiple``).
       blend: width of the linear blend between neighbouring cores.
-      tta: average over rotations/flips.
+      tta: average over rotations/flips: True for all of
+        :func:`jdeconv.symmetry.candidate_transforms`, or a sequence of ``(k, flips)``
+        transforms (:func:`jdeconv.symmetry.psf_symmetries` of the PSF: the ones that
+        leave it unchanged), False for none.
       offset, scale: the standardisation, ``(x - offset) / scale``.
       max_memory: bytes (or a string like ``"2GB"``) one tile may use; None: a share of
         the free memory (:func:`memory_budget`).
@@ -252,7 +241,8 @@ def predict(
     ):
         raise ValueError(f"max_batch must be a positive integer or None, got {max_batch!r}.")
     if tta:
-        run = functools.partial(_with_tta, net, params, max_batch=max_batch)
+        transforms = candidate_transforms(x.ndim) if tta is True else tuple(tta)
+        run = functools.partial(_with_tta, net, params, transforms=transforms, max_batch=max_batch)
     else:
         run = functools.partial(net, params)
     if tile_size is None:

@@ -35,6 +35,7 @@ from .psf import validate_psf
 from .regularized import choose_sparsity, choose_weight, tikhonov_kernel
 from .sampling import RegionSampler, RegionSampling, use_regions
 from .selection import VALIDATION_REGION, ModelSelector, hold_out, make_validation_fn
+from .symmetry import psf_symmetries
 from .train import batch_mesh, init_state, make_optimizer, make_train_step
 from .unet import init_unet, set_anchor
 
@@ -171,7 +172,7 @@ def predict_standardised(
         multiple=model.config.network.multiple,
         tile_size=inf.tile_size if tile_size is None else tile_size,
         halo=model.config.tile_context(),
-        tta=inf.tta,
+        tta=psf_symmetries(model.psf) if inf.tta else False,
         offset=offset,
         scale=scale,
         max_memory=max_memory,
@@ -578,6 +579,7 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
         masks=cfg.masks,
         crop_border=cfg.forward.crop_border,
         mesh=mesh,
+        augment=psf_symmetries(prepared.psf),
     )
     state = init_state(params, tx)
     key, x_train = prepared.train_key, prepared.x_train

@@ -37,6 +37,7 @@ from .config import Config, MaskConfig
 from .forward import ForwardModel
 from .losses import MASKED, UNMASKED, Loss, Passes
 from .masks import mask_and_replace
+from .symmetry import candidate_transforms, transform
 from .unet import apply_network
 
 __all__ = [
@@ -149,11 +150,14 @@ def _rot90_yx(x: jax.Array, k: jax.Array) -> jax.Array:
     return lax.switch(k, branches, x)
 
 
-def sample_patch(key: jax.Array, image: jax.Array, patch_shape, *, augment: bool = True):
+def sample_patch(key: jax.Array, image: jax.Array, patch_shape, *, augment=True):
     """One random crop of ``patch_shape`` from ``image``, randomly rotated/flipped.
 
-    Augmentation: rot90 in the YX plane (square YX patches), and a flip of every axis in
-    3D (Y only in 2D, which with the 4 rotations gives all 8 symmetries of the square).
+    Augmentation (``augment=True``): rot90 in the YX plane (square YX patches), and a flip
+    of every axis in 3D (Y only in 2D, which with the 4 rotations gives all 8 symmetries
+    of the square). ``augment`` may instead be a sequence of ``(k, flips)`` transforms
+    (:mod:`jdeconv.symmetry`; ``fit`` passes the PSF's symmetries), one of which is drawn
+    uniformly; the full set draws exactly as ``True`` does. False: no augmentation.
 
     Example:
       >>> sample_patch(jax.random.key(0), jnp.zeros((20, 24)), (8, 8)).shape
@@ -165,6 +169,9 @@ def sample_patch(key: jax.Array, image: jax.Array, patch_shape, *, augment: bool
     patch = lax.dynamic_slice(image, tuple(starts), patch_shape)
     if not augment:
         return patch
+    if augment is not True and set(augment) != set(candidate_transforms(image.ndim)):
+        branches = [lambda a, t=t: transform(a, *t) for t in augment]
+        return lax.switch(jax.random.randint(rot_key, (), 0, len(branches)), branches, patch)
     patch = _rot90_yx(patch, jax.random.randint(rot_key, (), 0, 4))
     flip_axes = range(image.ndim) if image.ndim == 3 else (0,)
     flips = jax.random.bernoulli(flip_key, 0.5, (image.ndim,))
@@ -191,6 +198,7 @@ def make_train_step(
     masks: MaskConfig | None = None,
     crop_border: bool = True,
     mesh: Mesh | None = None,
+    augment=True,
     **legacy,
 ) -> Callable:
     """Build the jitted step ``step(key, state, image, g) -> (new_state, metrics)``.
@@ -206,6 +214,9 @@ def make_train_step(
       mesh: a 1-D mesh (:func:`batch_mesh`) to shard the batch over; the arguments
         should then be replicated on it (``jax.device_put(x, NamedSharding(mesh,
         PartitionSpec()))``), and the new state and metrics come back replicated.
+      augment: the patches' random rotations/flips (:func:`sample_patch`): True (all),
+        a sequence of ``(k, flips)`` transforms (``fit`` passes the PSF's symmetries,
+        :func:`jdeconv.symmetry.psf_symmetries`), or False.
 
     Returns:
       A jitted function donating ``state``. ``g`` is the forward model of one patch
@@ -285,12 +296,16 @@ def make_train_step(
         step_key = jax.random.fold_in(key, state.step)
         patch_keys, mask_keys = jnp.split(jax.random.split(step_key, 2 * batch_size), 2)
         if image.ndim == len(g.shape):
-            patches = jax.vmap(lambda k: sample_patch(k, image, g.shape))(patch_keys)
+            patches = jax.vmap(lambda k: sample_patch(k, image, g.shape, augment=augment))(
+                patch_keys
+            )
         else:  # the crops of the coming steps (jdeconv.sampling): this step's, augmented
             per_set = image.shape[0] // batch_size
             first = (state.step % per_set) * batch_size
             crops = lax.dynamic_slice_in_dim(image, first, batch_size)
-            patches = jax.vmap(lambda k, c: sample_patch(k, c, g.shape))(patch_keys, crops)
+            patches = jax.vmap(lambda k, c: sample_patch(k, c, g.shape, augment=augment))(
+                patch_keys, crops
+            )
         patches = shard(patches)
         masked, mask = jax.vmap(
             lambda k, p: mask_and_replace(
