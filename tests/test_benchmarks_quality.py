@@ -192,3 +192,9 @@ def test_quality3d_fits_the_default_on_the_chosen_volumes(tmp_path, shared_data)
     delta = record["psnr"] - fitted["methods"]["rl_oracle"]["psnr"]
     assert math.isclose(record["dpsnr_vs_rl_oracle"], delta, abs_tol=1e-9)
     assert result["summary"]["default"]["n"] == 1
+    # The fitted volumes get their own comparison and a row per fit (kept step, steps run).
+    assert "## Fitted images (1): jdeconv's default" in md
+    kept = f"| {record['best_step']} | 2 |"
+    assert any(
+        line.startswith("| gl_3d_17/paper/puncta |") and kept in line for line in md.splitlines()
+    )
