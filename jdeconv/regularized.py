@@ -511,9 +511,10 @@ def project_tikhonov(
     full size on every side by mirror reflection (as :func:`tikhonov`), with
     ``iterations`` steps of FISTA (step ``1 / max(|H|² + λ|L|²)``; the ℓ1 term adds
     ``sparsity`` to the gradient, exact for ``x >= lower``) from ``start`` clipped at
-    ``lower``, and crops back. jit-compatible: ``psf``, ``weight``, ``lower`` and
-    ``sparsity`` may be traced; ``iterations`` and the shapes are static.
-    0 iterations returns ``start`` clipped.
+    ``lower``, and crops back. ``start=None`` starts from the linear Tikhonov solution
+    on the same extended grid (one more FFT; :func:`nonnegative_tikhonov`'s start).
+    jit-compatible: ``psf``, ``weight``, ``lower`` and ``sparsity`` may be traced;
+    ``iterations`` and the shapes are static. 0 iterations returns the start clipped.
 
     Example:
       >>> from jdeconv.psf import gaussian_psf
@@ -526,7 +527,6 @@ def project_tikhonov(
     ndim = psf.ndim
     pads = [(0, 0), *((k, k) for k in psf.shape)]
     y = jnp.pad(image.astype(jnp.float32), pads, mode="symmetric")
-    x0 = jnp.pad(start.astype(jnp.float32), pads, mode="symmetric")
     grid = y.shape[1:]
     axes = tuple(range(1, ndim + 1))
     kernel = jnp.zeros(grid, jnp.float32).at[tuple(slice(0, k) for k in psf.shape)].set(psf)
@@ -536,6 +536,10 @@ def project_tikhonov(
     normal = otf.real**2 + otf.imag**2 + weight * jnp.asarray(reg2, jnp.float32)
     step = 1.0 / jnp.max(normal)
     back = jnp.conj(otf) * jnp.fft.rfftn(y, axes=axes)
+    if start is None:
+        x0 = jnp.fft.irfftn(back / normal, s=grid, axes=axes)
+    else:
+        x0 = jnp.pad(start.astype(jnp.float32), pads, mode="symmetric")
 
     def gradient(z):
         return jnp.fft.irfftn(normal * jnp.fft.rfftn(z, axes=axes) - back, s=grid, axes=axes)
