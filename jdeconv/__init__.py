@@ -8,7 +8,7 @@ Public API (see README.md):
 - ``make_forward(psf, shape, method=, padding=)`` -> :class:`ForwardModel` (a pytree:
   ``g``, ``g.adjoint``, ``g.normal``); ``check_adjoint(g, key)``.
 - modules ``psf``, ``masks``, ``losses``, ``metrics``, ``simulate``, ``unet``, ``train``,
-  ``stages`` (prepare → train → infer), ``selection``, ``model``.
+  ``stages`` (prepare → train → infer), ``selection``, ``symmetry``, ``model``.
 - ``richardson_lucy`` (classical baseline).
 
 Example:
@@ -65,6 +65,7 @@ __all__ = [
     "save_model",
     "selection",
     "stages",
+    "symmetry",
     "unet",
     "__version__",
 ]
