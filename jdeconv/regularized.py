@@ -494,7 +494,7 @@ def tikhonov_kernel(
 
 def project_tikhonov(
     image: jax.Array,
-    start: jax.Array,
+    start: jax.Array | None,
     psf: jax.Array,
     weight,
     *,

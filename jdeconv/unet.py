@@ -355,7 +355,6 @@ class UNet(nnx.Module):
         out = self.head(h)
         out = out[(slice(None), *(slice(0, s) for s in spatial), slice(None))]
         if self.cfg.anchor_shape:
-            kernel = jax.lax.stop_gradient(self.anchor.get_value())
             y = x_in[..., 0].astype(jnp.float32)
             if self.cfg.anchor_psf_shape:
                 # FISTA starts from the exact linear solution on its own extended grid,
@@ -373,7 +372,7 @@ class UNet(nnx.Module):
                     sparsity=self.cfg.anchor_sparsity,
                 )
             else:
-                linear = anchor_filter(kernel, y)
+                linear = anchor_filter(jax.lax.stop_gradient(self.anchor.get_value()), y)
             out = out.astype(jnp.float32) + linear[..., None]
         return out
 
