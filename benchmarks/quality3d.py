@@ -7,12 +7,15 @@ the papers' 17³ and 31³ Gibson-Lanni PSFs (``../shared/data/psf``) × two nois
 salt-and-pepper; ``mild``: α 0.0005, σ 0.02, 12 bits), blurred with zero fill and clipped
 to [0, 1] (``jdeconv.simulate.degrade``). Methods are ``quality.classical``'s: the
 oracles choose with the ground truth; ``tik_nn_l1`` (non-negative Tikhonov with the ℓ1
-weight of ``choose_sparsity``) is the 2D default's anchor, not yet the 3D default's.
-Development data only (phantoms), so tuning here is allowed; nothing was tuned yet.
+weight of ``choose_sparsity``) is the default's anchor (its step 0) in 2D and 3D.
+``--fit N`` adds ``jdeconv.fit(noisy, psf)`` (the default config) on N volumes spread
+over the selection (``--set key=value`` overrides its config). Development data only
+(phantoms), so tuning here is allowed; nothing was tuned yet.
 
 Usage (from the repository root)::
 
     python benchmarks/quality3d.py --tag classical-3d     # 12 volumes, ~10 min on 2 cores
+    python benchmarks/quality3d.py --fit 4 --tag default-3d  # plus 4 default fits (~1 h)
 
 Writes ``quality3d-<tag>.md`` and ``.json`` to ``--out`` (default benchmarks/results).
 """
