@@ -11,9 +11,10 @@ change with the fit's seed. Then, per image:
 * ``RL oracle`` — Richardson-Lucy at the iteration count in 1..``--rl-max`` with the best
   PSNR against the ground truth (an upper bound for RL no user can reach);
 * for each seed ``s`` in ``0..--seeds - 1``: ``jdeconv.fit(noisy, psf,
-  Config.default(2, seed=s))`` — the default a user gets (noise2same_d, 300 steps); the
-  seed changes the network's initialisation, the patches, the masks and the held-out
-  pixels. ``--steps`` overrides the step count.
+  Config.default(2, seed=s))`` — the default a user gets (noise2same_d anchored on the
+  non-negative sparse Tikhonov solution, at most 300 steps, stopped early); the seed
+  changes the network's initialisation, the patches, the masks and the held-out pixels
+  (the anchor, step 0, does not depend on it). ``--steps`` overrides the step count.
 
 Reported: the PSNR of every (image, seed) run (data_range 1, nothing clipped), per image
 and over all runs the mean, standard deviation (n - 1) and minimum, how many runs fall
@@ -25,8 +26,9 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/seeds.py --tiny            # ~1 min: 1 image, 2 seeds, 48²
     .venv/bin/python benchmarks/seeds.py --tag crop256     # the study: 30 fits
 
-Expected runtime of the study on a 2-core CPU: each fit ~25 s of compilation plus 300
-steps at ~0.6-1.2 s, so ~2 h for 30 fits; a GPU does it in minutes. Expected result: the
+Expected runtime of the study on a 2-core CPU: each fit ~25 s of compilation plus 100
+to 300 steps at ~0.6-1.2 s (100 when training cannot beat step 0), so 1-2 h for 30
+fits; a GPU does it in minutes. Expected result: the
 default beat the RL oracle on all 22 crops with seed 0 (paper_2d-crop256-all22: +0.66 dB
 on average); this measures whether that holds for other seeds, and how often it does not.
 
