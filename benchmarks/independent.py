@@ -198,9 +198,10 @@ def add_fit_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", help="progress bars of the fits")
 
 
-def choose_fit_cases(args) -> None:
-    """``args.fit_cases``: ``--fit`` cases spread evenly over the selection, first and last
-    included (4 of quality3d's 12 cover both PSFs, both noises and the three phantoms)."""
+def parse_fit_options(args) -> None:
+    """From :func:`add_fit_option`'s options: ``args.fit_cases``, the ``--fit`` cases spread
+    evenly over the selection, first and last included (4 of quality3d's 12 cover both
+    PSFs, both noises and the three phantoms), and ``args.config_overrides`` (``--set``)."""
     n = min(args.fit, len(args.cases))
     picks = np.linspace(0, len(args.cases) - 1, n).round().astype(int) if n else []
     args.fit_cases = {args.cases[i] for i in picks}
@@ -377,7 +378,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.cases = select(
         PSFS, NOISES, IMAGES, only_psfs=args.psfs, only_noises=args.noises, only_images=args.images
     )
-    choose_fit_cases(args)
+    parse_fit_options(args)
     return args
 
 

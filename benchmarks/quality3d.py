@@ -76,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         only_noises=args.noises,
         only_images=args.phantoms,
     )
-    IND.choose_fit_cases(args)
+    IND.parse_fit_options(args)
     for psf in {c[0] for c in args.cases}:
         if not (args.data / PSFS[psf]).is_file():
             raise SystemExit(f"{args.data / PSFS[psf]} not found: set --data to the shared data")

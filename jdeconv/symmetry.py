@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -52,9 +53,11 @@ def candidate_transforms(ndim: int) -> tuple[Transform, ...]:
 
 
 def transform(x, k: int, flips: tuple[int, ...]):
-    """``rot90`` by ``k`` in the last two axes, then flip ``flips`` (NumPy or JAX arrays)."""
-    y = jnp.rot90(x, k, axes=(-2, -1))
-    return jnp.flip(y, flips) if flips else y
+    """``rot90`` by ``k`` in the last two axes, then flip ``flips``; a NumPy array stays
+    one (the PSF check on the host), a JAX array or tracer uses ``jax.numpy``."""
+    xp = jnp if isinstance(x, jax.Array) else np
+    y = xp.rot90(x, k, axes=(-2, -1))
+    return xp.flip(y, flips) if flips else y
 
 
 def untransform(y, k: int, flips: tuple[int, ...]):
@@ -72,10 +75,7 @@ def psf_symmetries(psf, *, tolerance: float = SYMMETRY_TOLERANCE) -> tuple[Trans
     norm = np.abs(h).sum()
     kept = []
     for k, flips in candidate_transforms(h.ndim):
-        moved = np.rot90(h, k, axes=(-2, -1))
-        if moved.shape != h.shape:
-            continue
-        moved = np.flip(moved, flips) if flips else moved
-        if np.abs(moved - h).sum() <= tolerance * norm:
+        moved = transform(h, k, flips)
+        if moved.shape == h.shape and np.abs(moved - h).sum() <= tolerance * norm:
             kept.append((k, flips))
     return tuple(kept)
