@@ -25,7 +25,7 @@ from . import __version__
 from ._files import atomic_write_bytes
 from .config import Config
 from .psf import validate_psf
-from .unet import abstract_unet
+from .unet import abstract_unet, for_inference
 
 __all__ = ["FittedModel", "save_model", "load_model", "MODEL_FORMAT"]
 
@@ -62,8 +62,9 @@ class FittedModel:
 
     @property
     def graphdef(self):
-        """The network's graph definition (shared by every model of the same shape)."""
-        return abstract_unet(self.config.unet(self.ndim))[0]
+        """The network's graph definition for inference (:func:`jdeconv.unet.for_inference`;
+        shared by every model of the same shape)."""
+        return abstract_unet(for_inference(self.config.unet(self.ndim)))[0]
 
 
 def _flatten(tree):

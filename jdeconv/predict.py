@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .symmetry import candidate_transforms, transform, untransform
-from .unet import apply_network
+from .unet import apply_network, for_inference
 
 __all__ = [
     "make_predictor",
@@ -284,13 +284,14 @@ def predict(
 # ----------------------------------------------------------------------------- memory budget
 
 # Working memory per window pixel of the U-Net's forward pass, in float32 values per base
-# channel: XLA's ``memory_analysis()`` of the compiled predictor reports 4 (2D) and 12
-# (3D, the stacked 3x3x3 convolution) on the CPU; 1.5x that leaves room for other backends.
-_NETWORK_FLOATS_PER_CHANNEL = {2: 6, 3: 18}
+# channel: XLA's ``memory_analysis()`` of the compiled predictor reports 4 (2D) and, in 3D,
+# 12.3 (the "stacked" 3×3×3 convolution), 8.5 ("shifted", what inference uses) and 4.2
+# ("native") on the CPU; 1.5x that leaves room for other backends.
+_NETWORK_FLOATS_PER_CHANNEL = {2: 6, "stacked": 18, "shifted": 13, "native": 7}
 # Host-side buffers per window pixel: the raw tile as float64 while it is standardised,
 # the float32 network input and prediction, and the weighted core.
 _HOST_BYTES_PER_PIXEL = 24
-_DEFAULT_BYTES_PER_PIXEL = 4 * 16 * 18 + _HOST_BYTES_PER_PIXEL  # base_channels=16, 3D
+_DEFAULT_BYTES_PER_PIXEL = 4 * 16 * 13 + _HOST_BYTES_PER_PIXEL  # base_channels=16, 3D
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 _HOST_FRACTION = 0.25  # of the RAM available now
 _DEVICE_FRACTION = 0.5  # of the accelerator memory free now
@@ -374,14 +375,19 @@ def memory_budget(*, max_memory=None) -> int:
 
 
 def tile_bytes_per_pixel(unet_cfg) -> int:
-    """Estimated working memory of tiled inference per window pixel, in bytes.
+    """Estimated working memory of tiled inference per window pixel, in bytes, for the
+    network as inference runs it (:func:`jdeconv.unet.for_inference`).
 
     Example:
       >>> from jdeconv.unet import UNetConfig
       >>> tile_bytes_per_pixel(UNetConfig(ndim=2, depth=2, base_channels=8))
       216
+      >>> tile_bytes_per_pixel(UNetConfig(ndim=3, base_channels=16))
+      856
     """
-    floats = _NETWORK_FLOATS_PER_CHANNEL[unet_cfg.ndim] * unet_cfg.base_channels
+    unet_cfg = for_inference(unet_cfg)
+    layout = unet_cfg.ndim if unet_cfg.ndim == 2 else unet_cfg.conv3d
+    floats = _NETWORK_FLOATS_PER_CHANNEL[layout] * unet_cfg.base_channels
     return 4 * floats + _HOST_BYTES_PER_PIXEL
 
 

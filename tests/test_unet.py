@@ -1,4 +1,4 @@
-"""U-Net: shapes (odd sizes), parameter counts, stacked 3D convolution equals native."""
+"""U-Net: shapes (odd sizes), parameter counts, the 3D convolution layouts agree."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jdeconv.unet import UNet, UNetConfig, count_params, init_unet
+from jdeconv.predict import tile_bytes_per_pixel
+from jdeconv.unet import (
+    UNet,
+    UNetConfig,
+    apply_network,
+    count_params,
+    for_inference,
+    init_unet,
+)
 
 
 @pytest.mark.parametrize(
@@ -25,17 +33,35 @@ def test_default_parameter_counts_match_docstring():
     assert round(count_params(UNet(UNetConfig(ndim=3), rngs=nnx.Rngs(0))) / 1e6, 2) == 1.63
 
 
-def test_stacked_3d_convolution_equals_native():
+@pytest.mark.parametrize("layout", ["shifted", "native"])
+def test_3d_convolution_layouts_share_parameters_and_results(layout):
     cfg = UNetConfig(ndim=3, depth=2, base_channels=8, norm="group")
     stacked = UNet(cfg, rngs=nnx.Rngs(0))
-    native = UNet(UNetConfig(**{**cfg.__dict__, "conv3d": "native"}), rngs=nnx.Rngs(0))
+    other = UNet(UNetConfig(**{**cfg.__dict__, "conv3d": layout}), rngs=nnx.Rngs(0))
     g_s, params = nnx.split(stacked, nnx.Param)
-    g_n, params_n = nnx.split(native, nnx.Param)
-    assert jax.tree.structure(params) == jax.tree.structure(params_n)
+    g_o, params_o = nnx.split(other, nnx.Param)
+    assert jax.tree.structure(params) == jax.tree.structure(params_o)
     x = jax.random.normal(jax.random.key(0), (2, 12, 16, 20, 1))
     np.testing.assert_allclose(
-        nnx.merge(g_s, params)(x), nnx.merge(g_n, params)(x), rtol=1e-4, atol=1e-4
+        nnx.merge(g_s, params)(x), nnx.merge(g_o, params)(x), rtol=1e-4, atol=1e-4
     )
+
+
+def test_inference_layout_needs_less_memory_and_the_estimate_covers_it():
+    # XLA's own accounting of the compiled forward pass on a 3D window: the "shifted"
+    # layout that inference uses needs less than the training layout, and the tile
+    # estimate (what choose_tile_size budgets with) is not below it.
+    cfg = UNetConfig(ndim=3, depth=2, base_channels=8)
+    shape = (1, 8, 32, 32)
+    temp = {}
+    for layout in ("stacked", "shifted"):
+        graphdef, params = init_unet(0, UNetConfig(**{**cfg.__dict__, "conv3d": layout}))
+        forward = jax.jit(lambda p, x, g=graphdef: apply_network(g, p, x))
+        compiled = forward.lower(params, jnp.zeros(shape)).compile()
+        temp[layout] = compiled.memory_analysis().temp_size_in_bytes / np.prod(shape)
+    assert for_inference(cfg).conv3d == "shifted"
+    assert temp["shifted"] < 0.85 * temp["stacked"]
+    assert tile_bytes_per_pixel(cfg) >= temp["shifted"]
 
 
 def test_rejects_bad_config_and_input():
