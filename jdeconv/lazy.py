@@ -30,7 +30,13 @@ import numpy as np
 from . import stages
 from ._checks import image_statistics, is_dask_array
 from .model import FittedModel
-from .predict import choose_tile_size, memory_budget, parse_bytes, tile_bytes_per_pixel
+from .predict import (
+    choose_tile_size,
+    fft_extension,
+    memory_budget,
+    parse_bytes,
+    tile_bytes_per_pixel,
+)
 
 __all__ = [
     "deconvolve_dask",
@@ -196,6 +202,7 @@ def block_chunks(shape, model: FittedModel, *, tile_size=None, max_memory=None):
             blend=0,
             budget=block_budget(max_memory=max_memory),
             bytes_per_pixel=tile_bytes_per_pixel(cfg.unet(model.ndim)),
+            fft_extension=fft_extension(cfg.unet(model.ndim)),
         )
     if tile_size is None:  # the whole image is one window
         return tuple((int(n),) for n in shape)

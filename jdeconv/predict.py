@@ -43,6 +43,7 @@ __all__ = [
     "parse_bytes",
     "choose_tile_size",
     "tile_bytes_per_pixel",
+    "fft_extension",
 ]
 
 #: Test-time augmentation puts at most this many voxels in one network call unless
@@ -188,6 +189,7 @@ def predict(
     max_memory=None,
     bytes_per_pixel: int | None = None,
     max_batch: int | None = None,
+    fft_extension=0,
 ) -> np.ndarray:
     """Apply ``net`` to ``(x - offset) / scale``, a ``(*spatial)`` array, whole or in tiles.
 
@@ -222,6 +224,8 @@ def predict(
         the free memory (:func:`memory_budget`).
       bytes_per_pixel: working memory per window pixel (:func:`tile_bytes_per_pixel`);
         None: an estimate for the default 3D network.
+      fft_extension: what the network's anchor adds to a window before its FFTs
+        (:func:`fft_extension`): the chosen tile prefers FFT-friendly sizes.
       max_batch: with ``tta``, at most this many transformed copies per network call
         (rounded down to a power of two; 1: one call per copy); None: as many as fit in
         ``TTA_BATCH_VOXELS`` voxels. The result does not depend on it beyond float
@@ -253,6 +257,7 @@ def predict(
             blend=blend,
             budget=memory_budget(max_memory=max_memory),
             bytes_per_pixel=bytes_per_pixel or _DEFAULT_BYTES_PER_PIXEL,
+            fft_extension=fft_extension,
         )
     if tile_size is None or all(tile_size >= n for n in x.shape):
         whole = _read_window(x, [(0, n) for n in x.shape], offset, scale)
@@ -392,7 +397,14 @@ def tile_bytes_per_pixel(unet_cfg) -> int:
 
 
 def choose_tile_size(
-    shape, *, multiple: int = 1, halo: int = 64, blend: int = 16, budget, bytes_per_pixel
+    shape,
+    *,
+    multiple: int = 1,
+    halo: int = 64,
+    blend: int = 16,
+    budget,
+    bytes_per_pixel,
+    fft_extension=0,
 ) -> int | None:
     """The largest tile (window side) whose working memory fits ``budget`` bytes.
 
@@ -400,6 +412,13 @@ def choose_tile_size(
     so the search counts the pixels a window really holds. Returns None when the whole
     image fits (no tiling), and the smallest window tiling allows
     (``2 * halo + blend + multiple``) when even that does not fit.
+
+    With ``fft_extension`` (per axis, or one number: the pixels the network's anchor adds
+    to a window before its FFTs, :func:`fft_extension`), the window is the largest that
+    fits and whose FFT grid has no prime factor above 7 on the tiled axes, if one is at
+    least 3/4 of the largest that fits: FFTs of such sizes are several times faster
+    (a 30×482×482 FFT took 3.3× as long as 30×480×480 here), and the tile size does not
+    change the result.
 
     Example:
       >>> choose_tile_size((32, 1024, 1024), multiple=8, budget=2**30, bytes_per_pixel=1000)
@@ -412,9 +431,46 @@ def choose_tile_size(
         return None
     halo = -(-halo // multiple) * multiple
     smallest = -(-(2 * halo + blend + multiple) // multiple) * multiple
-    best = smallest
-    for window in range(smallest, max(padded) + 1, multiple):
+    fitting = [smallest]
+    for window in range(smallest + multiple, max(padded) + 1, multiple):
         if math.prod(min(window, n) for n in padded) * bytes_per_pixel > budget:
             break
-        best = window
-    return best
+        fitting.append(window)
+    extension = np.broadcast_to(np.asarray(fft_extension, int), (len(padded),))
+    if not extension.any():
+        return fitting[-1]
+    for window in reversed(fitting):
+        if window < 0.75 * fitting[-1]:
+            break
+        if all(
+            _fft_friendly(window + e) for n, e in zip(padded, extension, strict=True) if window < n
+        ):
+            return window
+    return fitting[-1]
+
+
+def _fft_friendly(n: int) -> bool:
+    """Whether ``n`` has no prime factor above 7."""
+    for p in (2, 3, 5, 7):
+        while n % p == 0:
+            n //= p
+    return n == 1
+
+
+def fft_extension(unet_cfg) -> tuple[int, ...]:
+    """Pixels per axis that the network's anchor adds to its input before its FFTs: twice
+    the PSF for a non-negative anchor (``project_tikhonov``'s grid), the filter's size
+    less one for a linear one, none without an anchor.
+
+    Example:
+      >>> from jdeconv.unet import UNetConfig
+      >>> fft_extension(UNetConfig(ndim=2, anchor_shape=(9, 9)))
+      (8, 8)
+      >>> fft_extension(UNetConfig(ndim=2))
+      (0, 0)
+    """
+    if unet_cfg.anchor_psf_shape:
+        return tuple(2 * k for k in unet_cfg.anchor_psf_shape)
+    if unet_cfg.anchor_shape:
+        return tuple(k - 1 for k in unet_cfg.anchor_shape)
+    return (0,) * unet_cfg.ndim

@@ -30,7 +30,7 @@ from .config import Config
 from .forward import ForwardModel, make_forward
 from .losses import Loss, make_loss
 from .model import FittedModel
-from .predict import make_predictor, predict, tile_bytes_per_pixel
+from .predict import fft_extension, make_predictor, predict, tile_bytes_per_pixel
 from .psf import validate_psf
 from .regularized import choose_sparsity, choose_weight, tikhonov_kernel
 from .sampling import RegionSampler, RegionSampling, use_regions
@@ -177,6 +177,7 @@ def predict_standardised(
         scale=scale,
         max_memory=max_memory,
         bytes_per_pixel=tile_bytes_per_pixel(model.config.unet(model.ndim)),
+        fft_extension=fft_extension(model.config.unet(model.ndim)),
     )
 
 

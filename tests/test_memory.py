@@ -7,8 +7,10 @@ import pytest
 
 import jdeconv
 from jdeconv.predict import (
+    _fft_friendly,
     _windows,
     choose_tile_size,
+    fft_extension,
     make_predictor,
     memory_budget,
     parse_bytes,
@@ -16,7 +18,7 @@ from jdeconv.predict import (
     tile_bytes_per_pixel,
 )
 from jdeconv.psf import gaussian_psf
-from jdeconv.unet import init_unet
+from jdeconv.unet import UNetConfig, init_unet
 
 # A depth-1 U-Net sees 10 pixels on each side (measured: the response to one bright pixel
 # spreads -9..+10), so a halo of 12 makes tiles and blocks exact.
@@ -70,6 +72,28 @@ def test_tile_size_fits_the_budget(shape, budget):
     # More memory never means smaller tiles.
     larger = choose_tile_size(shape, budget=4 * budget, **kw)
     assert larger is None or larger >= tile
+
+
+def test_tile_size_prefers_fft_friendly_anchor_grids():
+    # The default 3D network on a 16x1024² volume: the largest window that fits 2.6 GiB
+    # is 448 (grid 448 + 34 = 482 = 2·241 in YX); with the anchor's extension it takes
+    # the largest smaller one whose grid has no prime factor above 7 (416 + 34 = 450).
+    kw = dict(multiple=8, halo=64, blend=0, budget=int(2.6 * 2**30), bytes_per_pixel=856)
+    plain = choose_tile_size((16, 1024, 1024), **kw)
+    assert plain == 448
+    net = UNetConfig(
+        ndim=3, anchor_shape=(69,) * 3, anchor_psf_shape=(7, 17, 17), anchor_weight=1.0
+    )
+    ext = fft_extension(net)
+    assert ext == (14, 34, 34)
+    friendly = choose_tile_size((16, 1024, 1024), fft_extension=ext, **kw)
+    assert friendly == 416 and _fft_friendly(friendly + 34) and not _fft_friendly(plain + 34)
+    assert [_fft_friendly(n) for n in (450, 480, 490, 482, 458)] == [True] * 3 + [False] * 2
+    # No extension: no change. No friendly size within 3/4 of the largest: the largest
+    # (here the only one, 24, with a grid of 24 + 13 = 37).
+    assert choose_tile_size((16, 1024, 1024), fft_extension=(0, 0, 0), **kw) == plain
+    small = dict(kw, halo=8, budget=16 * 24 * 24 * 856)
+    assert choose_tile_size((16, 1024, 1024), fft_extension=(14, 13, 13), **small) == 24
 
 
 @pytest.mark.parametrize("n,window,halo,blend", [(100, 40, 8, 8), (75, 30, 4, 12), (9, 30, 4, 8)])
