@@ -417,8 +417,9 @@ def choose_tile_size(
     to a window before its FFTs, :func:`fft_extension`), the window is the largest that
     fits and whose FFT grid has no prime factor above 7 on the tiled axes, if one is at
     least 3/4 of the largest that fits: FFTs of such sizes are several times faster
-    (a 30×482×482 FFT took 3.3× as long as 30×480×480 here), and the tile size does not
-    change the result.
+    (a 30×482×482 FFT took 3.3× as long as 30×480×480 here). The tile size changes the
+    result only as tiling does: the network's part not at all beyond float rounding, a
+    global anchor's slightly (16×1024², tiles of 448 vs 416: at most 2.2e-3 of the range).
 
     Example:
       >>> choose_tile_size((32, 1024, 1024), multiple=8, budget=2**30, bytes_per_pixel=1000)
