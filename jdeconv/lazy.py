@@ -195,14 +195,15 @@ def block_chunks(shape, model: FittedModel, *, tile_size=None, max_memory=None):
     if tile_size is None:
         tile_size = cfg.inference.tile_size
     if tile_size is None:
+        network = cfg.unet(model.ndim)
         tile_size = choose_tile_size(
             shape,
             multiple=multiple,
             halo=halo,
             blend=0,
             budget=block_budget(max_memory=max_memory),
-            bytes_per_pixel=tile_bytes_per_pixel(cfg.unet(model.ndim)),
-            fft_extension=fft_extension(cfg.unet(model.ndim)),
+            bytes_per_pixel=tile_bytes_per_pixel(network),
+            fft_extension=fft_extension(network),
         )
     if tile_size is None:  # the whole image is one window
         return tuple((int(n),) for n in shape)

@@ -292,7 +292,7 @@ def predict(
 # channel: XLA's ``memory_analysis()`` of the compiled predictor reports 4 (2D) and, in 3D,
 # 12.3 (the "stacked" 3×3×3 convolution), 8.5 ("shifted", what inference uses) and 4.2
 # ("native") on the CPU; 1.5x that leaves room for other backends.
-_NETWORK_FLOATS_PER_CHANNEL = {2: 6, "stacked": 18, "shifted": 13, "native": 7}
+_NETWORK_FLOATS_PER_CHANNEL = {"2d": 6, "stacked": 18, "shifted": 13, "native": 7}
 # Host-side buffers per window pixel: the raw tile as float64 while it is standardised,
 # the float32 network input and prediction, and the weighted core.
 _HOST_BYTES_PER_PIXEL = 24
@@ -391,7 +391,7 @@ def tile_bytes_per_pixel(unet_cfg) -> int:
       856
     """
     unet_cfg = for_inference(unet_cfg)
-    layout = unet_cfg.ndim if unet_cfg.ndim == 2 else unet_cfg.conv3d
+    layout = "2d" if unet_cfg.ndim == 2 else unet_cfg.conv3d
     floats = _NETWORK_FLOATS_PER_CHANNEL[layout] * unet_cfg.base_channels
     return 4 * floats + _HOST_BYTES_PER_PIXEL
 

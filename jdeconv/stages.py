@@ -165,6 +165,7 @@ def predict_standardised(
       (8, 8)
     """
     inf = model.config.inference
+    network = model.config.unet(model.ndim)
     return predict(
         make_predictor(model.graphdef),
         model.params,
@@ -176,8 +177,8 @@ def predict_standardised(
         offset=offset,
         scale=scale,
         max_memory=max_memory,
-        bytes_per_pixel=tile_bytes_per_pixel(model.config.unet(model.ndim)),
-        fft_extension=fft_extension(model.config.unet(model.ndim)),
+        bytes_per_pixel=tile_bytes_per_pixel(network),
+        fft_extension=fft_extension(network),
     )
 
 
