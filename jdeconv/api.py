@@ -117,6 +117,7 @@ def fit(
     prepared = stages.prepare(image, psf, cfg, normalize_psf=normalize_psf, sampling=sampling)
     trained = stages.train(prepared, verbose=verbose, callback=callback)
     model = FittedModel(trained.params, prepared.cfg, prepared.ndim, prepared.psf)
+    stages.release_memory()
     deconvolved, reconvolved, infer_s = stages.infer(prepared, model, max_memory=max_memory)
     lazy = is_dask_array(deconvolved)
     timings = {

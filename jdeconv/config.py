@@ -763,10 +763,11 @@ class Config:
         """The training patch shape for ``ndim`` spatial axes."""
         return self.data.patch_shape(ndim)
 
-    def tile_context(self) -> int:
+    def tile_context(self, *, anchor_only: bool = False) -> int:
         """The context tiled inference gives each tile: ``tile_halo``, widened to the
         anchor's reach (half its filter plus, for a non-negative anchor, the PSF's size,
-        the extension of its iterations), so tiles see what the whole image would.
+        the extension of its iterations), so tiles see what the whole image would; with
+        ``anchor_only`` (a network that is its anchor alone) the anchor's reach only.
 
         Example:
           >>> Config(tile_halo=64).tile_context()
@@ -774,10 +775,13 @@ class Config:
           >>> net = NetworkConfig(anchor="tikhonov", anchor_shape=(201, 201))
           >>> Config(network=net).tile_context()
           100
+          >>> Config(network=NetworkConfig(anchor="tikhonov", anchor_shape=(9, 9))).tile_context(
+          ...     anchor_only=True)
+          4
         """
         net = self.network
         reach = max(net.anchor_shape, default=0) // 2 + max(net.anchor_psf_shape, default=0)
-        return max(self.inference.tile_halo, reach)
+        return reach if anchor_only else max(self.inference.tile_halo, reach)
 
     def to_dict(self) -> dict:
         """A JSON-ready nested dict (see :meth:`from_dict`)."""

@@ -172,11 +172,11 @@ def _current_client():
         return None
 
 
-def _block_halo(cfg) -> int:
-    """The overlap of neighbouring blocks: the tile context, rounded up to the network's
-    size multiple (as :func:`jdeconv.predict.predict` rounds its halo)."""
-    multiple = cfg.network.multiple
-    return -(-cfg.tile_context() // multiple) * multiple
+def _block_halo(model: FittedModel) -> int:
+    """The overlap of neighbouring blocks: the model's tile context, rounded up to the
+    network's size multiple (as :func:`jdeconv.predict.predict` rounds its halo)."""
+    multiple = model.config.network.multiple
+    return -(-model.tile_context() // multiple) * multiple
 
 
 def block_chunks(shape, model: FittedModel, *, tile_size=None, max_memory=None):
@@ -191,11 +191,11 @@ def block_chunks(shape, model: FittedModel, *, tile_size=None, max_memory=None):
     """
     cfg = model.config
     multiple = cfg.network.multiple
-    halo = _block_halo(cfg)
+    halo = _block_halo(model)
     if tile_size is None:
         tile_size = cfg.inference.tile_size
     if tile_size is None:
-        network = cfg.unet(model.ndim)
+        network = model.network
         tile_size = choose_tile_size(
             shape,
             multiple=multiple,
@@ -240,8 +240,7 @@ def predict_dask(
     import dask
     import dask.array as da
 
-    cfg = model.config
-    halo = _block_halo(cfg)
+    halo = _block_halo(model)
     chunks = block_chunks(image.shape, model, tile_size=tile_size, max_memory=max_memory)
     x = image.rechunk(chunks)
     depth = {axis: (halo if len(c) > 1 else 0) for axis, c in enumerate(chunks)}

@@ -61,10 +61,58 @@ class FittedModel:
     version: str = __version__
 
     @property
+    def anchor_only(self) -> bool:
+        """Whether the network is its anchor alone: an anchored network whose U-Net branch
+        is exactly zero (its head's weights and bias all zero), as at ``jdeconv.fit``'s
+        step 0, the classical solution, which model selection keeps unless training does
+        significantly better. Inference then skips the U-Net (the result is the same) and
+        tiles with the anchor's context only (:meth:`tile_context`)."""
+        if self.params is None or not self.config.network.anchor_shape:
+            return False
+        if "head" not in self.params:  # already the anchor alone
+            return True
+        return all(not np.any(np.asarray(leaf)) for leaf in jax.tree.leaves(self.params["head"]))
+
+    @property
+    def network(self):
+        """The :class:`jdeconv.unet.UNetConfig` inference runs: laid out for inference
+        (:func:`jdeconv.unet.for_inference`), and ``anchor_only`` when :attr:`anchor_only`."""
+        network = for_inference(self.config.unet(self.ndim))
+        if self.anchor_only:
+            network = dataclasses.replace(network, anchor_only=True)
+        return network
+
+    @property
     def graphdef(self):
-        """The network's graph definition for inference (:func:`jdeconv.unet.for_inference`;
-        shared by every model of the same shape)."""
-        return abstract_unet(for_inference(self.config.unet(self.ndim)))[0]
+        """The graph definition of :attr:`network` (shared by every model of the same
+        shape); it runs on :attr:`inference_params`."""
+        return abstract_unet(self.network)[0]
+
+    @property
+    def inference_params(self):
+        """The parameters :attr:`graphdef` takes: all of them, or the anchor's alone."""
+        if not self.anchor_only:
+            return self.params
+        wanted = abstract_unet(self.network)[1]
+        return nnx.State({name: self.params[name] for name in wanted.keys()})
+
+    def tile_context(self) -> int:
+        """Pixels of context tiled inference gives each tile: ``Config.tile_context()``,
+        or for an :attr:`anchor_only` network the anchor's reach alone (the U-Net's
+        receptive field no longer counts).
+
+        Example:
+          >>> import jdeconv
+          >>> from jdeconv.unet import init_unet
+          >>> net = jdeconv.config.NetworkConfig(anchor="tikhonov", anchor_shape=(9, 9))
+          >>> cfg = jdeconv.Config(depth=1, base_channels=8, network=net, tile_halo=32)
+          >>> m = FittedModel(init_unet(0, cfg.unet(2))[1], cfg, 2, np.ones((3, 3)) / 9)
+          >>> m.anchor_only, m.tile_context()
+          (True, 4)
+        """
+        if self.anchor_only:
+            return self.config.tile_context(anchor_only=True)
+        return self.config.tile_context()
 
 
 def _flatten(tree):

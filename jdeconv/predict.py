@@ -293,12 +293,17 @@ def predict(
 # 12.3 (the "stacked" 3×3×3 convolution), 8.5 ("shifted", what inference uses) and 4.2
 # ("native") on the CPU; 1.5x that leaves room for other backends.
 _NETWORK_FLOATS_PER_CHANNEL = {"2d": 6, "stacked": 18, "shifted": 13, "native": 7}
+# The anchor alone (UNetConfig.anchor_only): XLA reports about 32 bytes per pixel of the
+# grid its FISTA runs on (the window extended by twice the PSF; 36 bytes per window pixel
+# at 512² in 2D, 68 at 64×192² and 106 at 32×128² in 3D, where the extension is a larger
+# share); 96 covers windows of 2× extension with room for other backends.
+_ANCHOR_BYTES_PER_PIXEL = 96
 # Host-side buffers per window pixel: the raw tile as float64 while it is standardised,
 # the float32 network input and prediction, and the weighted core.
 _HOST_BYTES_PER_PIXEL = 24
 _DEFAULT_BYTES_PER_PIXEL = 4 * 16 * 13 + _HOST_BYTES_PER_PIXEL  # base_channels=16, 3D
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
-_HOST_FRACTION = 0.25  # of the RAM available now
+_HOST_FRACTION = 0.125  # of the RAM available now
 _DEVICE_FRACTION = 0.5  # of the accelerator memory free now
 
 
@@ -361,7 +366,7 @@ def memory_budget(*, max_memory=None) -> int:
     """Bytes that one tile of inference may use: ``max_memory``, or a share of what is free.
 
     Without ``max_memory``: half the free memory of the first accelerator (from
-    ``jax.devices()[0].memory_stats()``), or on a CPU a quarter of the RAM available now
+    ``jax.devices()[0].memory_stats()``), or on a CPU an eighth of the RAM available now
     (psutil when installed, else ``os.sysconf``); 1 GiB if neither can be read. The
     budget bounds the working memory of one tile (network activations and tile buffers);
     the result array is extra (4 bytes per pixel).
@@ -389,8 +394,12 @@ def tile_bytes_per_pixel(unet_cfg) -> int:
       216
       >>> tile_bytes_per_pixel(UNetConfig(ndim=3, base_channels=16))
       856
+      >>> tile_bytes_per_pixel(UNetConfig(ndim=3, anchor_shape=(9, 9, 9), anchor_only=True))
+      120
     """
     unet_cfg = for_inference(unet_cfg)
+    if unet_cfg.anchor_only:
+        return _ANCHOR_BYTES_PER_PIXEL + _HOST_BYTES_PER_PIXEL
     layout = "2d" if unet_cfg.ndim == 2 else unet_cfg.conv3d
     floats = _NETWORK_FLOATS_PER_CHANNEL[layout] * unet_cfg.base_channels
     return 4 * floats + _HOST_BYTES_PER_PIXEL

@@ -78,6 +78,11 @@ class UNetConfig:
         (the filter then only records the anchor's reach for tiling).
       anchor_weight, anchor_lower, anchor_iterations, anchor_sparsity: that problem's λ,
         bound (in the network's standardised units), step count and ℓ1 weight.
+      anchor_only: the anchor without the U-Net branch: the network of a model whose
+        branch is exactly zero (its head's weights and bias all zero, as ``jdeconv.fit``'s
+        step 0), whose output is then the anchor's alone. For inference only
+        (:class:`jdeconv.FittedModel` picks it): it holds the anchor's parameters only,
+        and its receptive field is the anchor's reach instead of the U-Net's.
 
     Example:
       >>> UNetConfig(ndim=3, depth=2).multiple
@@ -99,6 +104,7 @@ class UNetConfig:
     anchor_lower: float = 0.0
     anchor_iterations: int = 50
     anchor_sparsity: float = 0.0
+    anchor_only: bool = False
 
     def __post_init__(self):
         if self.ndim not in (2, 3):
@@ -110,6 +116,8 @@ class UNetConfig:
             object.__setattr__(self, name, tuple(int(k) for k in shape))
         if self.anchor_psf_shape and not self.anchor_shape:
             raise ValueError("anchor_psf_shape needs an anchor filter (anchor_shape).")
+        if self.anchor_only and not self.anchor_shape:
+            raise ValueError("anchor_only needs an anchor filter (anchor_shape).")
         if self.anchor_psf_shape and not self.anchor_weight > 0:
             raise ValueError(f"anchor_weight must be > 0, got {self.anchor_weight}.")
         if self.anchor_iterations < 0:
@@ -336,6 +344,12 @@ class UNet(nnx.Module):
 
     def __init__(self, cfg: UNetConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
+        if cfg.anchor_shape:
+            self.anchor = Anchor(jnp.zeros(cfg.anchor_shape, jnp.float32))
+        if cfg.anchor_psf_shape:
+            self.anchor_psf = Anchor(jnp.zeros(cfg.anchor_psf_shape, jnp.float32))
+        if cfg.anchor_only:
+            return
         chans = [cfg.base_channels * 2**i for i in range(cfg.depth + 1)]
         self.encoders = nnx.List(
             [
@@ -351,10 +365,6 @@ class UNet(nnx.Module):
             [_Block(2 * chans[i], chans[i], cfg, rngs=rngs) for i in reversed(range(cfg.depth))]
         )
         self.head = _conv(chans[0], 1, 1, cfg, rngs)
-        if cfg.anchor_shape:
-            self.anchor = Anchor(jnp.zeros(cfg.anchor_shape, jnp.float32))
-        if cfg.anchor_psf_shape:
-            self.anchor_psf = Anchor(jnp.zeros(cfg.anchor_psf_shape, jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         ndim = self.cfg.ndim
@@ -362,6 +372,8 @@ class UNet(nnx.Module):
             raise ValueError(
                 f"UNet(ndim={ndim}) expects (batch, *spatial, 1), got shape {x.shape}."
             )
+        if self.cfg.anchor_only:
+            return self._anchor(x[..., 0].astype(jnp.float32))[..., None]
         spatial = x.shape[1:-1]
         x_in = x
         m = self.cfg.multiple
@@ -382,26 +394,28 @@ class UNet(nnx.Module):
         out = self.head(h)
         out = out[(slice(None), *(slice(0, s) for s in spatial), slice(None))]
         if self.cfg.anchor_shape:
-            y = x_in[..., 0].astype(jnp.float32)
-            if self.cfg.anchor_psf_shape:
-                # FISTA starts from the exact linear solution on its own extended grid,
-                # as nonnegative_tikhonov does: the truncated filter's solution sits
-                # further from the constrained optimum (in 3D with an axially long PSF,
-                # 0.6 dB short of it after 50 steps); the filter's size still sets the
-                # anchor's reach (NetworkConfig.tile_context).
-                linear = project_tikhonov(
-                    y,
-                    None,
-                    jax.lax.stop_gradient(self.anchor_psf.get_value()),
-                    self.cfg.anchor_weight,
-                    lower=self.cfg.anchor_lower,
-                    iterations=self.cfg.anchor_iterations,
-                    sparsity=self.cfg.anchor_sparsity,
-                )
-            else:
-                linear = anchor_filter(jax.lax.stop_gradient(self.anchor.get_value()), y)
-            out = out.astype(jnp.float32) + linear[..., None]
+            anchor = self._anchor(x_in[..., 0].astype(jnp.float32))
+            out = out.astype(jnp.float32) + anchor[..., None]
         return out
+
+    def _anchor(self, y: jax.Array) -> jax.Array:
+        """The anchor's output for a batch ``(B, *spatial)``."""
+        if self.cfg.anchor_psf_shape:
+            # FISTA starts from the exact linear solution on its own extended grid,
+            # as nonnegative_tikhonov does: the truncated filter's solution sits
+            # further from the constrained optimum (in 3D with an axially long PSF,
+            # 0.6 dB short of it after 50 steps); the filter's size still sets the
+            # anchor's reach (NetworkConfig.tile_context).
+            return project_tikhonov(
+                y,
+                None,
+                jax.lax.stop_gradient(self.anchor_psf.get_value()),
+                self.cfg.anchor_weight,
+                lower=self.cfg.anchor_lower,
+                iterations=self.cfg.anchor_iterations,
+                sparsity=self.cfg.anchor_sparsity,
+            )
+        return anchor_filter(jax.lax.stop_gradient(self.anchor.get_value()), y)
 
 
 def count_params(model: nnx.Module) -> int:

@@ -151,3 +151,57 @@ def test_config_checks_anchor_fields():
     assert Config.from_dict(cfg.to_dict()) == cfg
     shaped = cfg.replace(network=NetworkConfig(anchor="tikhonov", anchor_shape=(5, 5)))
     assert Config.from_dict(shaped.to_dict()).network.anchor_shape == (5, 5)
+
+
+@pytest.mark.parametrize(
+    "ndim, anchor",
+    [(2, "tikhonov"), (3, "nonneg_tikhonov")],
+)
+def test_a_zero_branch_runs_the_anchor_alone_with_the_same_result(ndim, anchor, monkeypatch):
+    # jdeconv.fit's step 0 (a zero head) is the anchor alone: inference skips the U-Net
+    # (anchor_only), takes only the anchor's reach as context, and the result is the
+    # full network's; once the head moves the full network runs again.
+    from jdeconv.predict import tile_bytes_per_pixel
+
+    psf = gaussian_psf((5,) * ndim, 1.0)
+    net = NetworkConfig(
+        anchor=anchor,
+        anchor_weight=0.05,
+        anchor_shape=(9,) * ndim,
+        anchor_psf_shape=(5,) * ndim if anchor == "nonneg_tikhonov" else (),
+    )
+    cfg = Config(depth=2, base_channels=8, network=net, tile_halo=32, tta=False)
+    _, params = init_unet(0, cfg.unet(ndim))
+    params = set_anchor(
+        params,
+        np.full((9,) * ndim, 1.0 / 9**ndim, np.float32),
+        psf=psf if anchor == "nonneg_tikhonov" else None,
+    )
+    model = jdeconv.FittedModel(params, cfg, ndim, psf)
+    assert model.anchor_only and model.network.anchor_only
+    assert set(model.inference_params.keys()) <= {"anchor", "anchor_psf"}
+    assert model.tile_context() == cfg.tile_context(anchor_only=True) < cfg.tile_context()
+    assert tile_bytes_per_pixel(model.network) < tile_bytes_per_pixel(cfg.unet(ndim))
+    x = np.random.default_rng(0).random((12, 20, 22)[-ndim:]).astype(np.float32)
+    full_graph, _ = init_unet(0, cfg.unet(ndim))
+    full = np.asarray(apply_network(full_graph, params, jnp.asarray(x)[None])[0])
+    alone = jdeconv.stages.predict_standardised(model, x)
+    np.testing.assert_allclose(alone, full, rtol=1e-5, atol=1e-5)
+    # With TTA on, the anchor alone is not augmented (it commutes with the symmetries).
+    monkeypatch.setattr(jdeconv.stages, "psf_symmetries", None)
+    with_tta = jdeconv.FittedModel(params, cfg.replace(tta=True), ndim, psf)
+    np.testing.assert_array_equal(jdeconv.stages.predict_standardised(with_tta, x), alone)
+    monkeypatch.undo()
+
+    params["head"]["bias"].set_value(jnp.full_like(params["head"]["bias"].get_value(), 0.1))
+    moved = jdeconv.FittedModel(params, cfg, ndim, psf)
+    assert not moved.anchor_only and not moved.network.anchor_only
+    assert moved.tile_context() == cfg.tile_context()
+    np.testing.assert_allclose(
+        jdeconv.stages.predict_standardised(moved, x), full + 0.1, rtol=1e-5, atol=1e-5
+    )
+
+
+def test_anchor_only_needs_an_anchor():
+    with pytest.raises(ValueError, match="anchor_only needs"):
+        UNetConfig(ndim=2, anchor_only=True)
