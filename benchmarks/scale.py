@@ -369,7 +369,7 @@ def cli_part(args) -> dict:
         shutil.rmtree(out, ignore_errors=True)
         cmd = [sys.executable, "-m", "jdeconv", "deconvolve", str(files["zarr"]), "--psf",
                str(files["psf"]), "-o", str(out), "--steps", str(args.cli_steps), "--no-tta",
-               "--quiet", *args.cli_extra]  # fmt: skip
+               *args.cli_extra]  # fmt: skip
         if workers:
             cmd += ["--workers", str(workers)]
         print("running", " ".join(cmd[1:]), flush=True)
@@ -471,6 +471,8 @@ def report(args, part: dict, info: dict) -> None:
             for r in part["rows"]
         ]
         lines += common.table(["command", "wall s", "peak RSS MB"], body, "lrr")
+        lines += ["", "What each run printed last (timings, losses, the step kept):", ""]
+        lines += [f"- {r['stdout'].splitlines()[-1]}" for r in part["rows"] if r["stdout"]]
     else:
         lines += [
             '- Same phantom, PSF, config and seed; `sampling="whole"` holds the standardised '
