@@ -133,9 +133,10 @@ def block_budget(*, max_memory=None) -> int:
     """Bytes one block's inference may use when blocks run in parallel.
 
     ``max_memory`` if given; else :func:`jdeconv.predict.memory_budget` shared by the
-    tasks that run at once on this machine: the threads of the workers of the current
-    ``dask.distributed`` client, or of the local threaded scheduler (dask's
-    ``num_workers`` setting, else the CPU count).
+    tasks that run at once on this machine (the threads of the workers of the current
+    ``dask.distributed`` client, or of the local threaded scheduler: dask's
+    ``num_workers`` setting, else the CPU count), less a third for what the scheduler
+    holds between blocks.
 
     Example:
       >>> block_budget(max_memory="1GB")
@@ -143,7 +144,14 @@ def block_budget(*, max_memory=None) -> int:
     """
     if max_memory is not None:
         return parse_bytes(max_memory)
-    return max(memory_budget() // _parallel_tasks(), 1)
+    return max(int(memory_budget() / _parallel_tasks() / _SCHEDULER_OVERHEAD), 1)
+
+
+# Besides the windows being predicted, the scheduler holds input pieces and finished
+# blocks until they are written: on 64×1024² (2 threads, blocks of ~1 GB, OME-Zarr out)
+# the process peaked 0.7 GB above its base plus two blocks. The default per-block budget
+# leaves that room.
+_SCHEDULER_OVERHEAD = 1.5
 
 
 def _parallel_tasks() -> int:

@@ -115,3 +115,16 @@ def test_blocks_follow_the_memory_budget_not_the_storage_chunks():
     small = block_chunks(image.shape, model, max_memory=60 * 60 * 200)
     assert 1 < len(small[0]) < 200 // 8 and all(c % 2 == 0 for c in small[0][:-1])
     assert block_budget(max_memory="2GB") == 2**31
+
+
+def test_default_block_budget_is_shared_by_parallel_tasks_with_room_for_the_scheduler(
+    monkeypatch,
+):
+    from jdeconv import lazy
+
+    monkeypatch.setattr(lazy, "memory_budget", lambda: 6 * 2**30)
+    monkeypatch.setattr(lazy, "_parallel_tasks", lambda: 2)
+    # Two blocks at once and a third of the rest for what the scheduler holds: 2 GB each.
+    assert lazy.block_budget() == 2 * 2**30
+    monkeypatch.setattr(lazy, "_parallel_tasks", lambda: 1)
+    assert lazy.block_budget() == 4 * 2**30
