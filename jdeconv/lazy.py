@@ -283,6 +283,7 @@ def _deconvolve_block(block, *, model: FittedModel, options: dict) -> np.ndarray
         scale=options["scale"],
         max_memory=options["max_memory"],
     )
+    stages.release_memory()
     if not options["destandardise"]:
         return y
     return stages.destandardise(
