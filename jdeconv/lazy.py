@@ -183,7 +183,7 @@ def _current_client():
 def _block_halo(model: FittedModel) -> int:
     """The overlap of neighbouring blocks: the model's tile context, rounded up to the
     network's size multiple (as :func:`jdeconv.predict.predict` rounds its halo)."""
-    multiple = model.config.network.multiple
+    multiple = model.multiple
     return -(-model.tile_context() // multiple) * multiple
 
 
@@ -198,7 +198,7 @@ def block_chunks(shape, model: FittedModel, *, tile_size=None, max_memory=None):
       ((24, 24, 24, 28), (24, 24, 22))
     """
     cfg = model.config
-    multiple = cfg.network.multiple
+    multiple = model.multiple
     halo = _block_halo(model)
     if tile_size is None:
         tile_size = cfg.inference.tile_size

@@ -96,6 +96,12 @@ class FittedModel:
         wanted = abstract_unet(self.network)[1]
         return nnx.State({name: self.params[name] for name in wanted.keys()})
 
+    @property
+    def multiple(self) -> int:
+        """The size multiple inference windows are cut on: the U-Net's ``2**depth``
+        (its pooling grid), or 1 for an :attr:`anchor_only` network, which has none."""
+        return 1 if self.anchor_only else self.config.network.multiple
+
     def tile_context(self) -> int:
         """Pixels of context tiled inference gives each tile: ``Config.tile_context()``,
         or for an :attr:`anchor_only` network the anchor's reach alone (the U-Net's

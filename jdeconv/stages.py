@@ -172,7 +172,7 @@ def predict_standardised(
         make_predictor(model.graphdef),
         model.inference_params,
         x,
-        multiple=model.config.network.multiple,
+        multiple=model.multiple,
         tile_size=inf.tile_size if tile_size is None else tile_size,
         halo=model.tile_context(),
         # The anchor alone commutes with the PSF's symmetries (to float rounding):

@@ -178,7 +178,7 @@ def test_a_zero_branch_runs_the_anchor_alone_with_the_same_result(ndim, anchor, 
         psf=psf if anchor == "nonneg_tikhonov" else None,
     )
     model = jdeconv.FittedModel(params, cfg, ndim, psf)
-    assert model.anchor_only and model.network.anchor_only
+    assert model.anchor_only and model.network.anchor_only and model.multiple == 1
     assert set(model.inference_params.keys()) <= {"anchor", "anchor_psf"}
     assert model.tile_context() == cfg.tile_context(anchor_only=True) < cfg.tile_context()
     assert tile_bytes_per_pixel(model.network) < tile_bytes_per_pixel(cfg.unet(ndim))
@@ -195,7 +195,7 @@ def test_a_zero_branch_runs_the_anchor_alone_with_the_same_result(ndim, anchor, 
 
     params["head"]["bias"].set_value(jnp.full_like(params["head"]["bias"].get_value(), 0.1))
     moved = jdeconv.FittedModel(params, cfg, ndim, psf)
-    assert not moved.anchor_only and not moved.network.anchor_only
+    assert not moved.anchor_only and not moved.network.anchor_only and moved.multiple == 4
     assert moved.tile_context() == cfg.tile_context()
     np.testing.assert_allclose(
         jdeconv.stages.predict_standardised(moved, x), full + 0.1, rtol=1e-5, atol=1e-5
