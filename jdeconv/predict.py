@@ -367,7 +367,10 @@ def memory_budget(*, max_memory=None) -> int:
 
     Without ``max_memory``: half the free memory of the first accelerator (from
     ``jax.devices()[0].memory_stats()``), or on a CPU an eighth of the RAM available now
-    (psutil when installed, else ``os.sysconf``); 1 GiB if neither can be read. The
+    (psutil when installed, else ``os.sysconf``), rounded down to a power of two, so
+    that the tiles (and, with an anchor, whose iterations reach beyond any overlap, the
+    last digits of the result: at most a few 1e-3 of the range) do not change with small
+    changes of the free memory; 1 GiB if neither can be read. The
     budget bounds the working memory of one tile (network activations and tile buffers);
     the result array is extra (4 bytes per pixel).
 
@@ -379,9 +382,17 @@ def memory_budget(*, max_memory=None) -> int:
         return parse_bytes(max_memory)
     free = _free_device_memory()
     if free is not None:
-        return max(int(free * _DEVICE_FRACTION), 1)
+        return _power_of_two_below(free * _DEVICE_FRACTION)
     available = _available_host_memory()
-    return int(available * _HOST_FRACTION) if available else 2**30
+    return _power_of_two_below(available * _HOST_FRACTION) if available else 2**30
+
+
+def _power_of_two_below(size: float) -> int:
+    """The largest power of two <= ``size`` (at least 1): a default budget that does not
+    follow every change of the free memory, so neither do the tiles nor, with an anchor,
+    the last digits of the result (2 GiB from an eighth of anything between 17.2 and
+    34.3 GB free)."""
+    return 2 ** max(int(math.floor(math.log2(max(size, 1)))), 0)
 
 
 def tile_bytes_per_pixel(unet_cfg) -> int:

@@ -55,6 +55,23 @@ def test_parse_bytes():
     assert memory_budget(max_memory="64MB") == 2**26 and memory_budget() > 0
 
 
+def test_default_budget_does_not_follow_small_changes_of_free_memory(monkeypatch):
+    # An eighth of the available RAM, rounded down to a power of two: the tiles (and an
+    # anchor's last digits) stay the same whether 18 or 31 GB are free.
+    from jdeconv import predict as p
+
+    monkeypatch.setattr(p, "_free_device_memory", lambda: None)
+    budgets = set()
+    for available in (18e9, 21.5e9, 31e9):
+        monkeypatch.setattr(p, "_available_host_memory", lambda a=available: int(a))
+        budgets.add(memory_budget())
+    assert budgets == {2 * 2**30}
+    monkeypatch.setattr(p, "_available_host_memory", lambda: int(40e9))
+    assert memory_budget() == 4 * 2**30
+    monkeypatch.setattr(p, "_free_device_memory", lambda: int(70e9))  # an accelerator
+    assert memory_budget() == 32 * 2**30
+
+
 @pytest.mark.parametrize("shape", [(32, 1024, 1024), (3000, 2000), (100, 70, 90)])
 @pytest.mark.parametrize("budget", [2**24, 2**28])
 def test_tile_size_fits_the_budget(shape, budget):
