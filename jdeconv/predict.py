@@ -296,7 +296,8 @@ _NETWORK_FLOATS_PER_CHANNEL = {"2d": 6, "stacked": 18, "shifted": 13, "native": 
 # The anchor alone (UNetConfig.anchor_only): XLA reports about 32 bytes per pixel of the
 # grid its FISTA runs on (the window extended by twice the PSF; 36 bytes per window pixel
 # at 512² in 2D, 68 at 64×192² and 106 at 32×128² in 3D, where the extension is a larger
-# share); 96 covers windows of 2× extension with room for other backends.
+# share); 96 covers windows of 2× extension. With the host buffers below, one block's
+# process peak was 95 bytes per voxel at 64×416² and 112–115 at 64×336² (3D, 17³ PSF).
 _ANCHOR_BYTES_PER_PIXEL = 96
 # Host-side buffers per window pixel: the raw tile as float64 while it is standardised,
 # the float32 network input and prediction, and the weighted core.
