@@ -84,13 +84,20 @@ class FittedModel:
 
     @property
     def graphdef(self):
-        """The graph definition of :attr:`network` (shared by every model of the same
-        shape); it runs on :attr:`inference_params`."""
+        """The whole network's graph definition, laid out for inference
+        (:func:`jdeconv.unet.for_inference`; shared by every model of the same shape); it
+        runs on :attr:`params`."""
+        return abstract_unet(for_inference(self.config.unet(self.ndim)))[0]
+
+    @property
+    def inference_graphdef(self):
+        """The graph definition of :attr:`network`, what inference runs (the anchor alone
+        for an :attr:`anchor_only` model); it runs on :attr:`inference_params`."""
         return abstract_unet(self.network)[0]
 
     @property
     def inference_params(self):
-        """The parameters :attr:`graphdef` takes: all of them, or the anchor's alone."""
+        """The parameters :attr:`inference_graphdef` takes: all, or the anchor's alone."""
         if not self.anchor_only:
             return self.params
         wanted = abstract_unet(self.network)[1]

@@ -169,7 +169,7 @@ def predict_standardised(
     inf = model.config.inference
     network = model.network
     return predict(
-        make_predictor(model.graphdef),
+        make_predictor(model.inference_graphdef),
         model.inference_params,
         x,
         multiple=model.multiple,

@@ -183,8 +183,8 @@ def test_a_zero_branch_runs_the_anchor_alone_with_the_same_result(ndim, anchor, 
     assert model.tile_context() == cfg.tile_context(anchor_only=True) < cfg.tile_context()
     assert tile_bytes_per_pixel(model.network) < tile_bytes_per_pixel(cfg.unet(ndim))
     x = np.random.default_rng(0).random((12, 20, 22)[-ndim:]).astype(np.float32)
-    full_graph, _ = init_unet(0, cfg.unet(ndim))
-    full = np.asarray(apply_network(full_graph, params, jnp.asarray(x)[None])[0])
+    # model.graphdef stays the whole network's, on all parameters.
+    full = np.asarray(apply_network(model.graphdef, model.params, jnp.asarray(x)[None])[0])
     alone = jdeconv.stages.predict_standardised(model, x)
     np.testing.assert_allclose(alone, full, rtol=1e-5, atol=1e-5)
     # With TTA on, the anchor alone is not augmented (it commutes with the symmetries).
