@@ -255,7 +255,8 @@ def resources_parser() -> argparse.ArgumentParser:
         "--max-memory",
         metavar="SIZE",
         help="working memory of one inference tile (one per parallel task), e.g. 2GB "
-        "(default: an eighth of the available RAM, or half the free GPU memory)",
+        "(default: an eighth of the available RAM, or half the free GPU memory, rounded "
+        "down to a power of two)",
     )
     where = group.add_mutually_exclusive_group()
     where.add_argument(
