@@ -123,9 +123,7 @@ class FittedModel:
           >>> m.anchor_only, m.tile_context()
           (True, 4)
         """
-        if self.anchor_only:
-            return self.config.tile_context(anchor_only=True)
-        return self.config.tile_context()
+        return self.config.tile_context(anchor_only=self.anchor_only)
 
 
 def _flatten(tree):

@@ -393,7 +393,7 @@ def _power_of_two_below(size: float) -> int:
     follow every change of the free memory, so neither do the tiles nor, with an anchor,
     the last digits of the result (2 GiB from an eighth of anything between 17.2 and
     34.3 GB free)."""
-    return 2 ** max(int(math.floor(math.log2(max(size, 1)))), 0)
+    return 1 << (max(int(size), 1).bit_length() - 1)
 
 
 def tile_bytes_per_pixel(unet_cfg) -> int:
