@@ -11,8 +11,13 @@ Two parts, each writing benchmarks/results/scale-<tag>.md/.json (and a plot):
   0.2 s when /usr/bin/time is missing) and reports wall time and voxels/s:
   ``memory`` reads the whole file and calls ``jdeconv.deconvolve`` on the array (float32
   result in memory); ``dask`` opens it lazily (tifffile's Zarr store or the OME-Zarr)
-  and streams the lazy result into an OME-Zarr store. The network is the default one
-  (``Config.default(ndim)``, untrained weights: speed and memory do not depend on them).
+  and streams the lazy result into an OME-Zarr store. The model is a real default fit
+  (``Config.default(ndim)``, ``--model-steps`` steps, last step kept) of a central crop
+  of the image (2D 512², 3D Z×256²), made once per image in its own process and saved
+  under ``--data``/models; ``--network anchor`` (default) zeroes its U-Net head, which is
+  the model the default fit returns when it keeps step 0 (its usual outcome on these
+  phantoms): inference runs the anchor alone. ``--network unet`` keeps the trained head:
+  inference runs the whole U-Net, as for a model whose training beat step 0.
   ``--fit-steps N`` adds a short ``jdeconv.fit`` on the 2D image per source and mode.
 - ``--part cli``: the issue's done-when command, ``jdeconv deconvolve stack.ome.zarr
   --psf psf.tif -o out.ome.zarr --steps 20 --no-tta`` on a ``--cli-z``×1024×1024
@@ -25,7 +30,7 @@ Two parts, each writing benchmarks/results/scale-<tag>.md/.json (and a plot):
 
 Expected runtime on a 2-core CPU: minutes per 2D case, about 2–20 minutes per 3D case
 depending on Z (inference cost grows with the halo overhead of the tiles that fit the
-memory budget); ``--quick`` runs small sizes (2D 1024², 3D 4/8×512²) in a few minutes.
+memory budget); ``--quick`` runs small sizes (2D 1024², 3D 16×512²) in a few minutes.
 
 Example:
   nice -n 10 python benchmarks/scale.py --part inference --z 16 32 --tag cpu
@@ -125,11 +130,18 @@ def make_inputs(data: Path, name: str, shape) -> dict:
 
 def run_case(spec: dict) -> dict:
     """One case in this process (called through ``--case``): read, deconvolve/fit, write."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+
     import jdeconv
     from jdeconv.io import read_image
-    from jdeconv.unet import init_unet
+    from jdeconv.model import load_model
     from jdeconv.zarr_io import read_ome_zarr, read_tiff_lazy, write_ome_zarr
 
+    if spec["kind"] == "model":
+        return fit_model(spec)
     t0 = time.perf_counter()
     source, mode, path = spec["source"], spec["mode"], spec["path"]
     if source == "tiff":
@@ -169,8 +181,12 @@ def run_case(spec: dict) -> dict:
         )
         deconvolved = result.deconvolved
     else:
-        params = init_unet(cfg.seed, cfg.unet(ndim))[1]
-        model = jdeconv.FittedModel(params, cfg, ndim, psf_for(image.shape))
+        model = load_model(spec["model"])
+        if spec["network"] == "anchor":
+            params = jax.tree.map(lambda a: a, model.params)
+            params["head"] = jax.tree.map(jnp.zeros_like, params["head"])
+            model = dataclasses.replace(model, params=params)
+        record.update(anchor_only=model.anchor_only, tile_context=model.tile_context())
         deconvolved = jdeconv.deconvolve(image, model, max_memory=spec.get("max_memory"))
     if mode == "dask":
         write_ome_zarr(out, deconvolved, metadata=meta)
@@ -180,6 +196,42 @@ def run_case(spec: dict) -> dict:
     record["voxels"] = int(math.prod(image.shape))
     record["voxels_per_s"] = record["voxels"] / record["wall_s"]
     return record
+
+
+def fit_model(spec: dict) -> dict:
+    """The default fit of a central crop of ``spec["path"]`` (a TIFF), saved to
+    ``spec["out"]``: the model the inference cases load."""
+    import jdeconv
+    from jdeconv.io import read_image
+    from jdeconv.zarr_io import read_tiff_lazy
+
+    image, _ = read_tiff_lazy(spec["path"])
+    psf, _ = read_image(spec["psf"])
+    crop = tuple(
+        slice(max((n - c) // 2, 0), max((n - c) // 2, 0) + min(c, n))
+        for n, c in zip(image.shape, spec["crop"], strict=True)
+    )
+    ndim = image.ndim
+    cfg = jdeconv.Config.default(ndim, steps=spec["steps"], tta=False, restore_best=False)
+    t0 = time.perf_counter()
+    result = jdeconv.fit(np.asarray(image[crop]), psf, cfg, verbose=False)
+    jdeconv.save_model(result.model, spec["out"])
+    return {"fit_s": time.perf_counter() - t0, "crop": [s.stop - s.start for s in crop]}
+
+
+def model_for(data: Path, name: str, files: dict, shape, steps: int) -> Path:
+    """The saved default model of image ``name`` (fitted once, in its own process)."""
+    folder = data / "models" / f"{name}-steps{steps}"
+    if not (folder / "config.json").exists():
+        crop = (512, 512) if len(shape) == 2 else (shape[0], 256, 256)
+        spec = dict(
+            kind="model", path=str(files["tiff"]), psf=str(files["psf"]), crop=crop,
+            steps=steps, out=str(folder),
+        )  # fmt: skip
+        print(f"model for {name}: default fit, {steps} steps, crop {crop} ...", flush=True)
+        rec = measure(spec)
+        print(f"  {rec['fit_s']:.1f} s", flush=True)
+    return folder
 
 
 def measure(spec: dict) -> dict:
@@ -244,11 +296,15 @@ def inference_part(args) -> dict:
     work = Path(tempfile.mkdtemp(dir=data, prefix="out-"))
     try:
         for name, shape in shapes:
-            files = make_inputs(data, f"scale-{name}-{'x'.join(map(str, shape))}", shape)
+            stem = f"scale-{name}-{'x'.join(map(str, shape))}"
+            files = make_inputs(data, stem, shape)
+            model = model_for(data, stem, files, shape, args.model_steps)
             for source, mode in _combos(args):
                 spec = dict(
                     max_memory=args.max_memory,
                     kind="inference",
+                    model=str(model),
+                    network=args.network,
                     source=source,
                     mode=mode,
                     path=str(files[source]),
@@ -259,6 +315,7 @@ def inference_part(args) -> dict:
                 rows.append(
                     {
                         "case": "inference",
+                        "network": args.network,
                         "image": name,
                         "shape": shape,
                         "source": source,
@@ -431,17 +488,21 @@ def report(args, part: dict, info: dict) -> None:
             "(a fresh Python process per row, so JAX's own memory is included).",
             "- memory: whole file read, `deconvolve` on the array, float32 result in memory. "
             "dask: read lazily (tifffile Zarr store / OME-Zarr), lazy `deconvolve`, streamed "
-            "into an OME-Zarr store. Default network, untrained weights, no TTA, default "
-            "memory budget.",
+            "into an OME-Zarr store. No TTA, default memory budget.",
+            "- The model: the default fit of a central crop of the image "
+            f"({args.model_steps} steps, the last kept); network `anchor`: its U-Net head "
+            "zeroed, i.e. the model the default fit returns when it keeps step 0, and "
+            "inference runs the anchor alone; `unet`: the trained head, the whole U-Net runs.",
             "",
         ]
         header = [
-            "case", "image", "shape", "source", "mode", "tile budget MB", "wall s", "Mvoxel/s",
-            "peak RSS MB",
+            "case", "network", "image", "shape", "source", "mode", "tile budget MB", "wall s",
+            "Mvoxel/s", "peak RSS MB",
         ]  # fmt: skip
         body = [
             [
                 r["case"],
+                r.get("network", "fit"),
                 r["image"],
                 "×".join(map(str, r["shape"])),
                 r["source"],
@@ -453,7 +514,7 @@ def report(args, part: dict, info: dict) -> None:
             ]
             for r in part["rows"]
         ]
-        lines += common.table(header, body, "lllllrrrr")
+        lines += common.table(header, body, "llllllrrrr")
         _plot(part["rows"], stem.with_suffix(".png"), common)
         lines += ["", f"![peak memory and time against volume size]({stem.name}.png)"]
     elif args.part == "cli":
@@ -570,6 +631,13 @@ def main(argv=None) -> int:
     )
     p.add_argument("--max-memory", help="inference tile budget (default: jdeconv's)")
     p.add_argument("--fit-steps", type=int, default=0, help="also a short fit of the 2D image")
+    p.add_argument(
+        "--network",
+        choices=("anchor", "unet"),
+        default="anchor",
+        help="inference: the fitted model's anchor alone (step 0) or its whole U-Net",
+    )
+    p.add_argument("--model-steps", type=int, default=10, help="inference: steps of the model")
     p.add_argument("--steps", type=int, default=150, help="quality: 2D steps")
     p.add_argument("--steps-3d", type=int, default=60, help="quality: 3D steps")
     p.add_argument("--seed", type=int, default=0)
@@ -584,7 +652,7 @@ def main(argv=None) -> int:
         print(json.dumps(run_case(json.loads(args.case))))
         return 0
     if args.quick:
-        args.size_2d, args.yx, args.z = 1024, 512, [4, 8]
+        args.size_2d, args.yx, args.z = 1024, 512, [16]
         args.quality_2d, args.quality_z, args.quality_yx = 512, 16, 128
         args.steps, args.steps_3d = min(args.steps, 30), min(args.steps_3d, 10)
     sys.path.insert(0, str(HERE))
