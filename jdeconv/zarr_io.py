@@ -151,16 +151,17 @@ def write_ome_zarr(
     dtype=None,
     version: str = "0.4",
     name: str = "image",
-    overwrite: bool = True,
+    overwrite: bool = False,
 ) -> Path:
-    """Write a 2D/3D image as an OME-Zarr multiscale pyramid, replacing the store at the end.
+    """Write a 2D/3D image as an OME-Zarr multiscale pyramid, moved into place at the end.
 
     A NumPy or dask array (a lazy result of :func:`jdeconv.deconvolve` is computed a chunk
     at a time, on the current dask scheduler) is written with its axes, µm pixel sizes and
     a pyramid of ``levels`` extra levels (Y and X halved per level). The store is built in
-    a hidden temporary folder beside ``path`` and renamed to ``path`` only when complete;
-    an existing Zarr store at ``path`` is then replaced (any other existing path is an
-    error). An interrupted write leaves at most a hidden ``.NAME.*.tmp`` folder.
+    a hidden temporary folder beside ``path`` and renamed to ``path`` only when complete.
+    An existing ``path`` is an error unless ``overwrite=True`` (as for
+    :func:`jdeconv.io.write_image`), which replaces an existing Zarr store (never any other
+    folder or file). An interrupted write leaves at most a hidden ``.NAME.*.tmp`` folder.
 
     Args:
       path: the output folder, conventionally ``NAME.ome.zarr``; its parent must exist.
@@ -174,8 +175,8 @@ def write_ome_zarr(
         an integer type is rounded and clipped (:func:`jdeconv.io.cast_to_dtype`).
       version: OME-Zarr version, ``"0.4"`` (Zarr v2, widely read) or ``"0.5"`` (Zarr v3).
       name: the image's name in the metadata.
-      overwrite: replace an existing store at ``path``; if False an existing ``path``
-        is an error, checked before writing and again before the final rename.
+      overwrite: replace an existing Zarr store at ``path``. By default an existing
+        ``path`` is an error, checked before writing and again before the final rename.
 
     Returns:
       The output ``Path``.

@@ -487,12 +487,18 @@ def test_usage_and_help(capsys):
     for command in ("deconvolve", "predict", "psf", "simulate", "demo"):
         assert cli.main([command, "--help"]) == 0
         assert "usage: jdeconv " + command in capsys.readouterr().out
-    assert cli.main([]) == 2
-    capsys.readouterr()
-    for argv in (["frobnicate"], ["deconvolve"], ["psf", "--model", "airy", "-o", "x.tif"]):
+    assert cli.main([]) == 2  # no command: the usage, then what to start with
+    out = capsys.readouterr()
+    assert "usage: jdeconv" in out.out + out.err and "jdeconv demo --quick" in out.out + out.err
+    for argv, fragments in (
+        (["frobnicate"], ("invalid choice: 'frobnicate'", "see jdeconv --help")),
+        (["deconvolve"], ("required: INPUT", "see jdeconv deconvolve --help")),
+        (["psf", "--model", "airy", "-o", "x.tif"], ("--model: invalid choice: 'airy'",)),
+    ):
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and "error" in err, err
+        assert all(f in err for f in fragments), (fragments, err)
     assert cli.main(["--version"]) == 0
 
 

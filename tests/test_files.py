@@ -121,7 +121,7 @@ def test_python_selection_keeps_the_other_axes():
     assert result.axes == "TYX" and result.deconvolved.shape == (3, 32, 32)
     assert result.fit_time == 1 and result.channels == (1,) and len(result.models) == 1
     assert result.pixel_size == {"X": 0.2}
-    with pytest.raises(ValueError, match="2 PSFs were given for 2 channels|one per channel"):
+    with pytest.raises(ValueError, match="3 PSFs were given for 2 channels; give one PSF for all"):
         deconvolve_stack(stack, [gaussian_psf((5, 5), 1.0)] * 3, cfg=cfg, verbose=False)
 
 
@@ -144,7 +144,8 @@ def test_hyperstack_round_trip_keeps_axes_order_and_sizes(tmp_path, name, axes, 
     assert back.axes == axes
     np.testing.assert_array_equal(back.data, data)
     assert back.pixel_size == pytest.approx(sizes)
-    with pytest.raises(FileExistsError):
+    replace = "already exists and was not replaced; pass overwrite=True"
+    with pytest.raises(FileExistsError, match=replace):
         write_hyperstack(tmp_path / name, data, axes=axes)
 
 

@@ -1,5 +1,6 @@
 """Real data sizes: the memory budget; tiled inference holds O(one tile) besides its result."""
 
+import re
 import tracemalloc
 
 import numpy as np
@@ -49,8 +50,14 @@ def _raw(shape, seed=0):
 def test_parse_bytes():
     assert parse_bytes("2GB") == parse_bytes("2 GiB") == 2 * 2**30
     assert parse_bytes("1.5k") == 1536 and parse_bytes(100) == 100
-    for bad in ("lots", "-1GB", 0, True, None):
-        with pytest.raises(ValueError):
+    for bad, message in (
+        ("lots", "cannot read 'lots' as a memory size; write e.g. '512MB'"),
+        ("-1GB", "must be positive, got '-1GB'"),
+        (0, "must be positive, got 0"),
+        (True, "must be bytes or a string like '2GB', got True"),
+        (None, "must be bytes or a string like '2GB', got None"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(message)):
             parse_bytes(bad)
     assert memory_budget(max_memory="64MB") == 2**26 and memory_budget() > 0
 

@@ -52,17 +52,20 @@ def test_ome_zarr_2d_dask_input_and_integer_dtype(tmp_path):
     np.testing.assert_array_equal(back.compute(), np.clip(np.rint(image), 0, 65535))
 
 
-def test_write_ome_zarr_replaces_a_store_but_not_other_folders(tmp_path):
+def test_write_ome_zarr_replaces_a_store_only_when_asked_and_never_other_folders(tmp_path):
     path = tmp_path / "c.ome.zarr"
     write_ome_zarr(path, np.zeros((8, 8)), levels=0)
-    write_ome_zarr(path, np.ones((6, 6)), levels=0)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        write_ome_zarr(path, np.ones((6, 6)), levels=0)
+    assert read_ome_zarr(path)[0].shape == (8, 8)  # untouched
+    write_ome_zarr(path, np.ones((6, 6)), levels=0, overwrite=True)
     back, _ = read_ome_zarr(path)
     assert back.shape == (6, 6) and float(back.max()) == 1.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.ome.zarr"]
     folder = tmp_path / "photos"
     folder.mkdir()
     with pytest.raises(FileExistsError, match="not a Zarr store"):
-        write_ome_zarr(folder, np.zeros((8, 8)))
+        write_ome_zarr(folder, np.zeros((8, 8)), overwrite=True)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_ome_zarr(tmp_path / "missing" / "d.ome.zarr", np.zeros((8, 8)))
 
@@ -103,7 +106,7 @@ def test_ome_zarr_channel_selection(tmp_path):
 
 
 def test_read_ome_zarr_errors(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="nothing.ome.zarr: no such file or folder"):
         read_ome_zarr(tmp_path / "nothing.ome.zarr")
     (tmp_path / "plain").mkdir()
     (tmp_path / "plain" / "zarr.json").write_text(json.dumps({"zarr_format": 3}))
