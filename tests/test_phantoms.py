@@ -1,5 +1,7 @@
 """The quality benchmark's phantoms in jdeconv.simulate: shape, range, determinism, content."""
 
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -85,21 +87,33 @@ def test_counts_scale_the_content():
 
 
 @pytest.mark.parametrize(
-    "call",
+    "call, message",
     [
-        lambda: simulate.puncta_2d(jax.random.key(0), (16, 16, 16)),
-        lambda: simulate.puncta_3d(jax.random.key(0), (16, 16)),
-        lambda: simulate.puncta_2d(jax.random.key(0), (16, 16), count=-1),
-        lambda: simulate.puncta_2d(jax.random.key(0), (16, 16), intensity_range=(0, 1)),
-        lambda: simulate.puncta_2d(jax.random.key(0), (16, 16), sigma_range=(2, 1)),
-        lambda: simulate.nuclei_2d(jax.random.key(0), (16, 16), texture=2.0),
-        lambda: simulate.nuclei_2d(jax.random.key(0), (16, 16), radius_range=(0, 4)),
-        lambda: simulate.nuclei_3d(jax.random.key(0), (16, 16), count=1),
-        lambda: simulate.nuclei_2d(jax.random.key(0), (16, 16), edge_width=0),
-        lambda: simulate.edges_2d(jax.random.key(0), (16, 16), background=1.5),
-        lambda: simulate.edges_2d(jax.random.key(0), (16, 16, 16)),
+        (lambda k: simulate.puncta_2d(k, (16, 16, 16)), "puncta_2d needs a 2D (Y, X) shape"),
+        (lambda k: simulate.puncta_3d(k, (16, 16)), "puncta_3d needs a 3D (Z, Y, X) shape"),
+        (lambda k: simulate.puncta_2d(k, (16, 16), count=-1), "count must be a non-negative"),
+        (
+            lambda k: simulate.puncta_2d(k, (16, 16), intensity_range=(0, 1)),
+            "intensity_range must be (low, high) with 0 < low",
+        ),
+        (
+            lambda k: simulate.puncta_2d(k, (16, 16), sigma_range=(2, 1)),
+            "sigma_range must be (low, high)",
+        ),
+        (lambda k: simulate.nuclei_2d(k, (16, 16), texture=2.0), "texture must be in [0, 1]"),
+        (
+            lambda k: simulate.nuclei_2d(k, (16, 16), radius_range=(0, 4)),
+            "radius_range must be (low, high) with 0 < low",
+        ),
+        (lambda k: simulate.nuclei_3d(k, (16, 16), count=1), "nuclei_3d needs a 3D"),
+        (
+            lambda k: simulate.nuclei_2d(k, (16, 16), edge_width=0),
+            "edge_width (pixels) must be > 0",
+        ),
+        (lambda k: simulate.edges_2d(k, (16, 16), background=1.5), "background must be in [0, 1]"),
+        (lambda k: simulate.edges_2d(k, (16, 16, 16)), "edges_2d needs a 2D (Y, X) shape"),
     ],
 )
-def test_bad_arguments_raise(call):
-    with pytest.raises(ValueError):
-        call()
+def test_bad_arguments_raise(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call(jax.random.key(0))
