@@ -45,14 +45,14 @@ def test_torch_reference_arguments_and_cases_without_torch(monkeypatch, capsys):
     assert full.cases == ["2d", "3d"] and full.quality and not full.torch_quality
     with pytest.raises(SystemExit, match="reference PSF not found"):
         ref.case_settings(full)
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="--set: unknown Config field 'no_such_field'"):
         ref.parse_args(["--set", "no_such_field=1"])
     monkeypatch.setattr(ref, "torch", None)
     with pytest.raises(SystemExit, match=r"pip install -e '\.\[peers\]'"):
         ref.main(["--quick", "--no-quality"])
 
 
-def test_peers_arguments_and_case_list_without_torch(tmp_path):
+def test_peers_arguments_and_case_list_without_torch(tmp_path, capsys):
     peers = _load("peers")
     quality = _load("quality")
     args = peers.parse_args(["--out", str(tmp_path)])
@@ -65,9 +65,15 @@ def test_peers_arguments_and_case_list_without_torch(tmp_path):
     assert peers.parse_args(["--network-cases", "a/*"]).network_cases == ["a/*"]
     tiny = peers.parse_args(["--tiny"])
     assert tiny.size == 64 and tiny.tag == "tiny" and len(tiny.cases) == 2
-    for bad in (["--patch", "30"], ["--epochs", "0"], ["--methods", "deepwiener"]):
-        with pytest.raises(SystemExit):
+    for bad, message in (
+        (["--patch", "30"], "--patch must be a multiple of 4"),
+        (["--epochs", "0"], "--epochs and --rl-max must be at least 1"),
+        (["--methods", "deepwiener"], "invalid choice: 'deepwiener'"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
             peers.parse_args(bad)
+        assert exit_info.value.code == 2  # argparse's usage error
+        assert message in capsys.readouterr().err
     order = peers.methods_order(["wiener", "ssnn"])
     assert order[:4] == ["input", "rl_oracle", "best_oracle", "jdeconv"]
     assert order[4:] == ["sd_wiener", "sd_wiener_oracle", "sd_ssnn"]

@@ -125,7 +125,8 @@ def test_quality_resume_keeps_finished_images(tmp_path):
         timeout=600,
         cwd=BENCHMARKS.parent,
     )
-    assert proc.returncode != 0 and "other settings" in proc.stderr
+    assert proc.returncode == 1 and "was run with other settings" in proc.stderr
+    assert "use another --tag or drop --resume" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def _script(name: str, out: Path, *args: str) -> tuple[dict, str]:

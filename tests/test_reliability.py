@@ -581,7 +581,8 @@ def test_concurrent_runs_one_output_exactly_one_wins(inputs, tmp_path, monkeypat
         argv = ["deconvolve", inputs / "a.npy", "--psf", inputs / "psf.npy", "-o", out]
         results.append(cli.main([str(a) for a in [*argv, "--quiet"]]))
 
-    with contextlib.redirect_stderr(_stringio.StringIO()):
+    err = _stringio.StringIO()
+    with contextlib.redirect_stderr(err):
         threads = [threading.Thread(target=command) for _ in range(2)]
         for t in threads:
             t.start()
@@ -589,6 +590,11 @@ def test_concurrent_runs_one_output_exactly_one_wins(inputs, tmp_path, monkeypat
             t.join()
     assert sorted(results) == [0, 2]
     assert out.exists() and leftovers(tmp_path) == []
+    # The loser says why in one line: the output is locked by the winner (or, had the
+    # winner already finished, exists).
+    lines = [line for line in err.getvalue().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("jdeconv: error: "), lines
+    assert "is being written by" in lines[0] or "already exists" in lines[0], lines
 
 
 # --------------------------------------------------------------------------- models
