@@ -28,9 +28,11 @@ Two parts, each writing benchmarks/results/scale-<tag>.md/.json (and a plot):
   bounded region training (``sampling="regions"``); PSNR of both against the ground
   truth, and their difference.
 
-Expected runtime on a 2-core CPU: minutes per 2D case, about 2–20 minutes per 3D case
-depending on Z (inference cost grows with the halo overhead of the tiles that fit the
-memory budget); ``--quick`` runs small sizes (2D 1024², 3D 16×512²) in a few minutes.
+Expected runtime on a 2-core CPU (scale-cpu.md): with ``--network anchor`` under half a
+minute per 2D 4096² case and 0.5–4 minutes per 3D case (16–64 planes), plus a default fit
+per image (up to a few minutes); ``--network unet`` is several times slower in 3D (16
+planes: ~4 minutes; at 32–64 planes the blocks are mostly overlap: hours); ``--quick``
+runs small sizes (2D 1024², 3D 16×512²) in a few minutes.
 
 Example:
   nice -n 10 python benchmarks/scale.py --part inference --z 16 32 --tag cpu
