@@ -275,34 +275,70 @@ class Trained:
     timings: dict
 
 
+# The loss needs at least this many voxels per axis of a patch's interior (the part where
+# the blur sees no padding); the patch is grown until the PSF leaves this many, where the
+# image allows.
+_MIN_INTERIOR = 8
+
+
 def _adapt_patch(cfg: Config, shape: tuple[int, ...], psf_shape) -> Config:
-    """Shrink the patch to fit a small image (with a warning), or raise if impossible."""
+    """The config's training patch fitted to the image and the PSF, with a warning for
+    each change; raise if the image is too small for the network.
+
+    A patch larger than the image is shrunk to it. With ``crop_border`` (the loss only
+    where the blur sees real pixels), a patch whose interior the PSF leaves under
+    ``_MIN_INTERIOR`` voxels on an axis is grown (in steps of the network's size multiple,
+    within the image) until it does not (a 31³ PSF in a 32-plane patch left 2 planes);
+    where even the whole image leaves fewer than 4, the loss covers whole patches
+    (``crop_border=False``: their borders see the padded blur) instead of failing.
+    """
     m = cfg.network.multiple
-    want = cfg.patch_shape(len(shape))
-    fit_shape = tuple(min(p, (n // m) * m) for p, n in zip(want, shape, strict=True))
+    ndim = len(shape)
+    want = cfg.patch_shape(ndim)
+    cap = tuple((n // m) * m for n in shape)
+    fit_shape = [min(p, c) for p, c in zip(want, cap, strict=True)]
+    yx = slice(ndim - 2, ndim)  # Y and X share one patch size
+    fit_shape[yx] = [min(fit_shape[yx])] * 2
+    fit_shape = tuple(fit_shape)
     if min(fit_shape) < m:
         raise ValueError(
             f"image shape {shape} is smaller than the network's minimum patch ({m} per axis "
             f"for depth {cfg.depth}); use a larger image or a smaller depth."
         )
-    if cfg.forward.crop_border:
-        interior = [p - 2 * (k // 2) for p, k in zip(fit_shape, psf_shape, strict=True)]
-        if min(interior) < 4:
-            raise ValueError(
-                f"patch {fit_shape} leaves no interior for the loss with a PSF of "
-                f"{tuple(psf_shape)}; use larger patches (patch_size/patch_size_z) or "
-                "crop_border=False."
-            )
     if fit_shape != want:
         warnings.warn(
             f"image {shape} is smaller than the patch {want}; training on patches of "
             f"{fit_shape} instead.",
             stacklevel=4,
         )
-        if len(shape) == 2:
-            cfg = cfg.replace(patch_size=min(fit_shape))
-        else:
-            cfg = cfg.replace(patch_size_z=fit_shape[0], patch_size=min(fit_shape[1:]))
+    if cfg.forward.crop_border:
+        border = tuple(2 * (k // 2) for k in psf_shape)
+        need = tuple(-(-(b + _MIN_INTERIOR) // m) * m for b in border)
+        grown = [min(max(p, n), c) for p, n, c in zip(fit_shape, need, cap, strict=True)]
+        grown[yx] = [min(max(grown[yx]), min(cap[yx]))] * 2
+        grown = tuple(grown)
+        interior = [g - b for g, b in zip(grown, border, strict=True)]
+        if min(interior) < 4:
+            warnings.warn(
+                f"a PSF of {tuple(psf_shape)} leaves no interior for the loss in patches of "
+                f"image {shape}; the loss covers whole patches instead (crop_border=False: "
+                "their borders see the padded blur). An image at least the PSF's size plus "
+                "8 per axis avoids this.",
+                stacklevel=4,
+            )
+            cfg = cfg.replace(crop_border=False)
+        elif grown != fit_shape:
+            warnings.warn(
+                f"a PSF of {tuple(psf_shape)} leaves less than {_MIN_INTERIOR} voxels per axis "
+                f"of a {fit_shape} patch for the loss; training on patches of {grown} "
+                "instead (set patch_size/patch_size_z to choose).",
+                stacklevel=4,
+            )
+            fit_shape = grown
+    if fit_shape != want:
+        cfg = cfg.replace(patch_size=fit_shape[-1])
+        if ndim == 3:
+            cfg = cfg.replace(patch_size_z=fit_shape[0])
     return cfg
 
 

@@ -1,5 +1,7 @@
 """fit / deconvolve / save-load: smoke, reproducibility, no recompilation, quality, errors."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -211,6 +213,47 @@ def test_small_image_adapts_patch_with_warning():
             verbose=False,
         )
     assert r.model.config.patch_size == 24  # the largest multiple of 2**depth that fits
+
+
+@pytest.mark.parametrize(
+    "shape, psf_shape, patch, crop_border, warning",
+    [
+        # The papers' 17³ PSF in the default 3D patch: nothing to change.
+        ((64, 256, 256), (17, 17, 17), (32, 48, 48), True, None),
+        # Their 31³ PSF left 2 planes of the 32-plane patch: grown to 40 (10 planes).
+        ((64, 256, 256), (31, 31, 31), (40, 48, 48), True, "leaves less than 8 voxels"),
+        # ... but a 32-plane volume cannot give more: the loss covers whole patches.
+        ((32, 96, 96), (31, 31, 31), (32, 48, 48), False, "leaves no interior"),
+        # 2D: a 61² PSF in the default 64² patch (interior 4): grown to 72.
+        ((256, 256), (61, 61), (72, 72), True, "training on patches of (72, 72)"),
+    ],
+)
+def test_default_patch_adapts_to_large_psfs(shape, psf_shape, patch, crop_border, warning):
+    # The default config fitted with a large PSF used to raise "no interior" before
+    # training (issue 10: the default must work on every kind of image).
+    from jdeconv.stages import _adapt_patch
+
+    cfg = Config.default(len(shape))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        adapted = _adapt_patch(cfg, shape, psf_shape)
+    assert adapted.patch_shape(len(shape)) == patch
+    assert adapted.forward.crop_border is crop_border
+    messages = [str(w.message) for w in caught]
+    if warning is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and warning in messages[0], messages
+
+
+def test_large_psf_fit_runs_with_the_default_config():
+    # End to end on a small 2D case: the grown patch trains and the result is finite.
+    image = _noisy((96, 96))
+    with pytest.warns(UserWarning, match="leaves less than 8 voxels"):
+        r = jdeconv.fit(
+            image, gaussian_psf((61, 61), 6.0), Config.default(2, steps=2), verbose=False
+        )
+    assert r.model.config.patch_size == 72 and np.isfinite(r.deconvolved).all()
 
 
 def test_config_validation():
