@@ -12,6 +12,12 @@ import numpy as np
 
 _RANK_NAMES = {2: "2D (YX)", 3: "3D (ZYX)"}
 
+# Training patches keep at least this many voxels per axis of interior, the part where the
+# blur sees no padding and the loss is computed (``crop_border``): ``fit`` grows a patch
+# the PSF leaves less (``stages._adapt_patch``) and ``files.config_for_voxels`` never cuts
+# a patch's depth below it.
+MIN_LOSS_INTERIOR = 8
+
 
 def check_real_dtype(arr: np.ndarray, name: str) -> None:
     """Raise ValueError unless ``arr`` has an integer or floating dtype (not bool/complex)."""

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io
+from ._checks import MIN_LOSS_INTERIOR
 from ._files import atomic_write
 
 __all__ = [
@@ -358,10 +359,10 @@ def config_for_voxels(cfg, pixel_size, *, psf_shape=None):
     differ. When the Z step is more than 1.5 times the lateral pixel, a patch of the
     default depth reaches much further along Z than across, so the depth is cut to
     cover about the same physical length as the side (``patch_size · dxy / dz``, rounded
-    to the network's size multiple), never below what the PSF needs (its depth plus
-    4 planes of interior) and never above the configured depth: a cheaper step with the
-    same physical field of view. The patch is never made deeper. 2D configs, unknown
-    sizes and near-isotropic voxels return ``cfg`` unchanged.
+    to the network's size multiple), never below what the PSF needs (the planes its
+    blur takes plus 8 of interior for the loss) and never above the configured depth: a
+    cheaper step with the same physical field of view. The patch is never made deeper. 2D
+    configs, unknown sizes and near-isotropic voxels return ``cfg`` unchanged.
 
     Args:
       cfg: a :class:`jdeconv.Config` for a 3D image.
@@ -397,7 +398,10 @@ def config_for_voxels(cfg, pixel_size, *, psf_shape=None):
         return cfg
     m = cfg.network.multiple
     want = max(round(cfg.patch_size * dxy / dz / m), 1) * m
-    need = (psf_shape[0] + 4) if psf_shape is not None and cfg.forward.crop_border else m
+    if psf_shape is not None and cfg.forward.crop_border:
+        need = 2 * (psf_shape[0] // 2) + MIN_LOSS_INTERIOR
+    else:
+        need = m
     lower = math.ceil(max(need, m) / m) * m
     depth = min(max(want, lower), cfg.patch_size_z)
     return cfg if depth == cfg.patch_size_z else cfg.replace(patch_size_z=depth)

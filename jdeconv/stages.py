@@ -27,7 +27,13 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from ._checks import check_image, check_psf_fits, image_statistics, is_dask_array
+from ._checks import (
+    MIN_LOSS_INTERIOR,
+    check_image,
+    check_psf_fits,
+    image_statistics,
+    is_dask_array,
+)
 from .config import Config
 from .forward import ForwardModel, make_forward
 from .losses import Loss, make_loss
@@ -275,21 +281,15 @@ class Trained:
     timings: dict
 
 
-# The loss needs at least this many voxels per axis of a patch's interior (the part where
-# the blur sees no padding); the patch is grown until the PSF leaves this many, where the
-# image allows.
-_MIN_INTERIOR = 8
-
-
 def _adapt_patch(cfg: Config, shape: tuple[int, ...], psf_shape) -> Config:
     """The config's training patch fitted to the image and the PSF, with a warning for
     each change; raise if the image is too small for the network.
 
     A patch larger than the image is shrunk to it. With ``crop_border`` (the loss only
     where the blur sees real pixels), a patch whose interior the PSF leaves under
-    ``_MIN_INTERIOR`` voxels on an axis is grown (in steps of the network's size multiple,
-    within the image) until it does not (a 31³ PSF in a 32-plane patch left 2 planes);
-    where even the whole image leaves fewer than 4, the loss covers whole patches
+    ``MIN_LOSS_INTERIOR`` (8) voxels on an axis is grown (in steps of the network's size
+    multiple, within the image) until it does not (a 31³ PSF in a 32-plane patch left 2
+    planes); where even the whole image leaves fewer than 4, the loss covers whole patches
     (``crop_border=False``: their borders see the padded blur) instead of failing.
     """
     m = cfg.network.multiple
@@ -313,7 +313,7 @@ def _adapt_patch(cfg: Config, shape: tuple[int, ...], psf_shape) -> Config:
         )
     if cfg.forward.crop_border:
         border = tuple(2 * (k // 2) for k in psf_shape)
-        need = tuple(-(-(b + _MIN_INTERIOR) // m) * m for b in border)
+        need = tuple(-(-(b + MIN_LOSS_INTERIOR) // m) * m for b in border)
         grown = [min(max(p, n), c) for p, n, c in zip(fit_shape, need, cap, strict=True)]
         grown[yx] = [min(max(grown[yx]), min(cap[yx]))] * 2
         grown = tuple(grown)
@@ -329,9 +329,9 @@ def _adapt_patch(cfg: Config, shape: tuple[int, ...], psf_shape) -> Config:
             cfg = cfg.replace(crop_border=False)
         elif grown != fit_shape:
             warnings.warn(
-                f"a PSF of {tuple(psf_shape)} leaves less than {_MIN_INTERIOR} voxels per axis "
-                f"of a {fit_shape} patch for the loss; training on patches of {grown} "
-                "instead (set patch_size/patch_size_z to choose).",
+                f"a PSF of {tuple(psf_shape)} leaves less than {MIN_LOSS_INTERIOR} voxels "
+                f"per axis of a {fit_shape} patch for the loss; training on patches of "
+                f"{grown} instead (set patch_size/patch_size_z to choose).",
                 stacklevel=4,
             )
             fit_shape = grown

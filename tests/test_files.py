@@ -158,7 +158,7 @@ def test_npy_hyperstack_needs_its_axes(tmp_path):
 
 def test_patch_depth_follows_the_voxel_size():
     cfg = jdeconv.Config(patch_size=48, patch_size_z=32, depth=2)
-    # dz = 6 dxy: 48 px across ~ 8 planes, raised to the PSF's 9 planes + 4, on the grid of 4.
+    # dz = 6 dxy: 48 px across ~ 8 planes, raised to the PSF's 8 + 8 of interior (grid of 4).
     assert config_for_voxels(cfg, (0.6, 0.1, 0.1), psf_shape=(9, 17, 17)).patch_size_z == 16
     assert config_for_voxels(cfg, (0.3, 0.1, 0.1), psf_shape=(3, 9, 9)).patch_size_z == 16
     # Near-isotropic, finer Z, unknown sizes, 2D: unchanged; never deeper than configured.
