@@ -348,7 +348,9 @@ def write_markdown(path: Path, result: dict, *, title=TITLE, script="independent
             row = [name, str(len(es))]
             for m in shown:
                 vals = [e["methods"][m]["psnr"] for e in es if Q._ok(e["methods"].get(m))]
-                row.append(C.fmt(Q._mean(vals)) if vals else "–")
+                mean = C.fmt(Q._mean(vals)) if vals else "–"
+                # A mean over fewer images than the row's n (jdeconv's fitted ones) says so.
+                row.append(f"{mean} (n={len(vals)})" if vals and len(vals) < len(es) else mean)
             rows.append(row)
         lines += C.table([title, "n", *(Q.SHORT.get(m, m) for m in shown)], rows)
     lines += ["", "## Per image (PSNR)", ""]
