@@ -19,6 +19,17 @@ _RANK_NAMES = {2: "2D (YX)", 3: "3D (ZYX)"}
 MIN_LOSS_INTERIOR = 8
 
 
+def loss_patch_floor(psf_size: int, multiple: int) -> int:
+    """The smallest patch side, a multiple of ``multiple``, that leaves the loss
+    ``MIN_LOSS_INTERIOR`` voxels of interior beside a PSF of ``psf_size`` on that axis.
+
+    Example:
+      >>> loss_patch_floor(31, 8), loss_patch_floor(17, 8)
+      (40, 24)
+    """
+    return -(-(2 * (psf_size // 2) + MIN_LOSS_INTERIOR) // multiple) * multiple
+
+
 def check_real_dtype(arr: np.ndarray, name: str) -> None:
     """Raise ValueError unless ``arr`` has an integer or floating dtype (not bool/complex)."""
     if arr.dtype == bool or not (

@@ -24,7 +24,6 @@ no Z patch size was asked for, the training patch's depth follows the voxel size
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 import time as _time
 import warnings
@@ -35,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io
-from ._checks import MIN_LOSS_INTERIOR
+from ._checks import loss_patch_floor
 from ._files import atomic_write
 
 __all__ = [
@@ -399,10 +398,9 @@ def config_for_voxels(cfg, pixel_size, *, psf_shape=None):
     m = cfg.network.multiple
     want = max(round(cfg.patch_size * dxy / dz / m), 1) * m
     if psf_shape is not None and cfg.forward.crop_border:
-        need = 2 * (psf_shape[0] // 2) + MIN_LOSS_INTERIOR
+        lower = loss_patch_floor(psf_shape[0], m)
     else:
-        need = m
-    lower = math.ceil(max(need, m) / m) * m
+        lower = m
     depth = min(max(want, lower), cfg.patch_size_z)
     return cfg if depth == cfg.patch_size_z else cfg.replace(patch_size_z=depth)
 

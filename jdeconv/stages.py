@@ -33,6 +33,7 @@ from ._checks import (
     check_psf_fits,
     image_statistics,
     is_dask_array,
+    loss_patch_floor,
 )
 from .config import Config
 from .forward import ForwardModel, make_forward
@@ -313,7 +314,7 @@ def _adapt_patch(cfg: Config, shape: tuple[int, ...], psf_shape) -> Config:
         )
     if cfg.forward.crop_border:
         border = tuple(2 * (k // 2) for k in psf_shape)
-        need = tuple(-(-(b + MIN_LOSS_INTERIOR) // m) * m for b in border)
+        need = [loss_patch_floor(k, m) for k in psf_shape]
         grown = [min(max(p, n), c) for p, n, c in zip(fit_shape, need, cap, strict=True)]
         grown[yx] = [min(max(grown[yx]), min(cap[yx]))] * 2
         grown = tuple(grown)
@@ -323,7 +324,7 @@ def _adapt_patch(cfg: Config, shape: tuple[int, ...], psf_shape) -> Config:
                 f"a PSF of {tuple(psf_shape)} leaves no interior for the loss in patches of "
                 f"image {shape}; the loss covers whole patches instead (crop_border=False: "
                 "their borders see the padded blur). An image at least the PSF's size plus "
-                "8 per axis avoids this.",
+                f"{MIN_LOSS_INTERIOR} per axis avoids this.",
                 stacklevel=4,
             )
             cfg = cfg.replace(crop_border=False)
