@@ -6,8 +6,6 @@ once with ``--quick``. Everything else (psf, simulate, bad input, usage) needs n
 """
 
 import collections
-import contextlib
-import io as _stringio
 import os
 import subprocess
 import sys
@@ -17,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from cli_helpers import assert_one_line_error, run
 
 import jdeconv.api
 import jdeconv.io
@@ -26,24 +25,6 @@ from jdeconv.io import ImageMetadata, read_image, write_image
 from jdeconv.psf import gaussian_psf, gibson_lanni_psf
 
 FAST = ["--steps", "2", "--patch-size", "32", "--batch-size", "2", "--no-tta"]
-
-
-def run(argv):
-    """``cli.main(argv)`` with stdout/stderr captured: (exit code, stdout, stderr)."""
-    out, err = _stringio.StringIO(), _stringio.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
-
-
-def assert_one_line_error(code, stderr, *fragments, expected_code=2):
-    assert code == expected_code, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("jdeconv: error: ") or " error: " in lines[0], lines[0]
-    assert "Traceback" not in stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import tifffile
+from cli_helpers import one_error_line, run
 
 import jdeconv
 import jdeconv.api
@@ -58,24 +59,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(
     steps=3, batch_size=2, patch_size=16, base_channels=4, depth=2, tta=False, validate_every=2
 )
-
-
-def run(argv):
-    """``cli.main(argv)`` with stdout/stderr captured: (exit code, stdout, stderr)."""
-    out, err = _stringio.StringIO(), _stringio.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
-
-
-def one_error_line(code, stderr, *fragments, expected_code=2):
-    assert code == expected_code, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("jdeconv: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def leftovers(folder: Path) -> list[str]:

@@ -1,12 +1,9 @@
 """The command line with OME-Zarr inputs and outputs, --max-memory and --workers (tiny)."""
 
-import contextlib
-import io as _stringio
-
 import numpy as np
 import pytest
+from cli_helpers import one_error_line, run
 
-from jdeconv import cli
 from jdeconv.io import ImageMetadata, write_image
 from jdeconv.psf import gaussian_psf
 
@@ -17,13 +14,6 @@ FAST = [
     "--steps", "2", "--patch-size", "16", "--batch-size", "2", "--no-tta", "--quiet",
     "--set", "depth=2", "--set", "base_channels=4", "--set", "tile_halo=28",
 ]  # fmt: skip
-
-
-def run(argv):
-    out, err = _stringio.StringIO(), _stringio.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main([str(a) for a in argv])
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +47,7 @@ def test_zarr_in_zarr_out_keeps_axes_pixel_sizes_and_chunks(store):
         (store / "o.tif", ["--max-memory", "lots"], ("--max-memory", "'512MB'")),
     ):
         code, _, err = run([*again, "-o", output, *extra])
-        lines = [line for line in err.splitlines() if line.strip()]
-        assert code == 2 and len(lines) == 1 and lines[0].startswith("jdeconv: error: "), err
-        assert all(f in lines[0] for f in fragments), (fragments, err)
+        one_error_line(code, err, *fragments)
 
 
 def test_two_local_workers_give_the_same_image(store):
