@@ -49,6 +49,8 @@ from jdeconv.psf import validate_psf  # noqa: E402
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
 PRESETS = ("noise2self", "noise2same", "noise2same_d")
+# The method name of jdeconv.fit's default config, Config.default(ndim) (per device).
+DEFAULT_METHOD = "default"
 RL_COUNTS = (2, 5, 10, 20)
 # Intensity range of the ground truth (min-max normalised): PSNR and SSIM use 1, not the
 # 2 of the SSI code (DESIGN.md §3).
@@ -92,9 +94,10 @@ def parse_overrides(items: Iterable[str] | None) -> dict:
 
 def check_presets(names: Sequence[str]) -> list[str]:
     names = list(dict.fromkeys(names))
-    unknown = [n for n in names if n not in PRESETS]
+    unknown = [n for n in names if n not in PRESETS and n != DEFAULT_METHOD]
     if unknown:
-        raise SystemExit(f"--methods: unknown presets {unknown}; choose from {list(PRESETS)}")
+        choices = [DEFAULT_METHOD, *PRESETS]
+        raise SystemExit(f"--methods: unknown presets {unknown}; choose from {choices}")
     return names
 
 
@@ -347,8 +350,8 @@ def fit_preset(
 ) -> tuple[dict, np.ndarray | None]:
     """``jdeconv.fit`` one preset and score it; an exception is recorded, not raised.
 
-    ``preset=None`` is the default config, ``Config.default(ndim)`` — what
-    ``jdeconv.fit(noisy, psf)`` runs — with ``overrides`` applied.
+    ``preset=None`` (or ``DEFAULT_METHOD``) is the default config, ``Config.default(ndim)``
+    — what ``jdeconv.fit(noisy, psf)`` runs on this device — with ``overrides`` applied.
 
     ``train_s`` is the fit's training loop (steps and validations, after compilation);
     ``infer_ms`` a warm ``jdeconv.deconvolve`` of the whole image with the config's
@@ -357,7 +360,7 @@ def fit_preset(
     ``fit``'s own first, compiling, inference).
     """
     try:
-        if preset is None:
+        if preset is None or preset == DEFAULT_METHOD:
             cfg = Config.default(noisy.ndim, **overrides)
         else:
             cfg = Config.preset(preset, **overrides)
@@ -447,7 +450,8 @@ def add_methods_option(p) -> None:
         "--methods",
         nargs="+",
         default=None,
-        help=f"learned presets to run (default all: {' '.join(PRESETS)}); 'none' for none. "
+        help=f"learned presets to run (default all: {' '.join(PRESETS)}), and/or "
+        f"'{DEFAULT_METHOD}' (jdeconv.fit's default config for this device); 'none' for none. "
         "Input and Richardson-Lucy are always run.",
     )
 
@@ -487,6 +491,27 @@ def kept_parameters_text(overrides: dict) -> str:
             "blind-spot loss (paired z-test; no ground truth)"
         )
     return "the last parameters are returned (the held-out loss is only recorded)"
+
+
+def learned_methods_text(methods: Sequence[str], overrides: dict) -> str:
+    """The Markdown line describing the learned methods of a paper benchmark."""
+    presets = [m for m in methods if m != DEFAULT_METHOD]
+    parts = []
+    if DEFAULT_METHOD in methods:
+        parts.append(
+            f"`{DEFAULT_METHOD}`: `jdeconv.fit(noisy, psf, Config.default(ndim, **overrides))`, "
+            "the default config for the device it ran on (its anchor and its model selection "
+            "on held-out pixels: the kept step is in the JSON)"
+        )
+    if presets:
+        parts.append(
+            f"presets {', '.join(presets)}: `jdeconv.fit(noisy, psf, Config.preset(name, "
+            f"**overrides))`; {kept_parameters_text(overrides)}"
+        )
+    return (
+        f"- Learned: {'; '.join(parts) or 'none'}. Overrides: "
+        f"{learned_overrides_text(overrides)}. No ground truth is used."
+    )
 
 
 def learned_overrides_text(overrides: dict) -> str:

@@ -16,7 +16,8 @@ clip. The noise key of image ``i`` (its index among the 22, sorted by name) is
   truth: an oracle no user has, an upper bound for RL;
 * ``noise2self``, ``noise2same``, ``noise2same_d`` — ``jdeconv.fit(noisy, psf,
   Config.preset(name, **overrides))`` (self-supervised, no ground truth), overrides from
-  ``--steps`` and ``--set key=value``.
+  ``--steps`` and ``--set key=value``; ``default`` (``--methods default``) —
+  ``Config.default(2)``, what ``jdeconv.fit(noisy, psf)`` runs on the device.
 
 Scores against the ground truth: PSNR and SSIM with data_range=1, MI and SMI (256 bins),
 RMSE, and the PSNR without a ``--border``-pixel frame (the degradation pads with zeros,
@@ -255,10 +256,7 @@ def write_markdown(path: Path, result: dict) -> None:
         f"- RL: FFT blur, zero fill, constant start; n = {', '.join(map(str, C.RL_COUNTS))} and "
         f"the **RL oracle: the n in 1..{cfg['rl_max']} with the best PSNR against the ground "
         "truth** — chosen with information no user has, so an upper bound for RL.",
-        f"- Learned: `jdeconv.fit(noisy, psf, Config.preset(name, **overrides))`, presets "
-        f"{', '.join(cfg['methods']) or 'none'}; overrides: "
-        f"{C.learned_overrides_text(cfg['overrides'])}. No ground truth is used; "
-        f"{C.kept_parameters_text(cfg['overrides'])}.",
+        C.learned_methods_text(cfg["methods"], cfg["overrides"]),
         "- Scores: PSNR and SSIM with data_range=1 (Gaussian-window SSIM), MI and SMI "
         "(256-bin normalised mutual information, of the images / of their DCT-II spectra), "
         "RMSE; outputs are not clipped. Train s: the training loop after compilation "

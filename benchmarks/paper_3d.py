@@ -10,7 +10,8 @@ setting: blur by ``<data>/psf/gl_3d_17.npy`` ('same', zero fill),
 * ``RL oracle`` — the count in 1..``--rl-max`` with the best PSNR against the ground truth
   (an oracle no user has: an upper bound for RL);
 * ``noise2self``, ``noise2same``, ``noise2same_d`` — ``jdeconv.fit`` with
-  ``Config.preset(name, **overrides)``.
+  ``Config.preset(name, **overrides)``; ``default`` (``--methods default``) —
+  ``Config.default(3, **overrides)``, what ``jdeconv.fit(noisy, psf)`` runs on the device.
 
 Scores: PSNR, SSIM (data_range=1, 3D Gaussian window), MI, SMI (DCT-II over all three
 axes: our 3D extension), RMSE, PSNR without a ``--border``-voxel frame; training seconds
@@ -156,10 +157,7 @@ def write_markdown(path: Path, result: dict) -> None:
         f"- RL: FFT blur, zero fill, constant start; the **RL oracle is the n in "
         f"1..{cfg['rl_max']} with the best PSNR against the ground truth** — an upper bound "
         "for RL, not a method a user can run.",
-        f"- Learned: `jdeconv.fit` with `Config.preset(name, **overrides)`, presets "
-        f"{', '.join(cfg['methods']) or 'none'}; overrides: "
-        f"{C.learned_overrides_text(cfg['overrides'])}; "
-        f"{C.kept_parameters_text(cfg['overrides'])}.",
+        C.learned_methods_text(cfg["methods"], cfg["overrides"]),
         "- Scores: PSNR, SSIM (data_range=1, 3D Gaussian window), MI, SMI (DCT-II over all "
         "three axes), RMSE; outputs not clipped. Train s: training loop after compilation; "
         "infer ms: one warm whole-volume run (learned: with the config's test-time "

@@ -75,7 +75,7 @@ from jdeconv.metrics import psnr
 from jdeconv.simulate import degrade
 
 NAME = "quality"
-DEFAULT_METHOD = "default"
+DEFAULT_METHOD = C.DEFAULT_METHOD
 # The largest was the oracle's choice on 96 of 180 images; 0.05-0.2 were tried on five of
 # them and gained at most 0.05 dB (mostly lost). Three weights plus plain RL keep the four
 # compiled RL loops of jdeconv.classic's cache.

@@ -91,3 +91,18 @@ def test_model_selection_quick(tmp_path, shared_data):
     assert sel["psnr_lost"] >= 0 and sel["best_psnr"] == max(r["psnr"] for r in curve)
     assert -1 <= sel["spearman"] <= 1
     assert result["final"]["psnr"] == pytest.approx(sel["chosen_psnr"], abs=1e-4)
+
+
+def test_methods_option_takes_the_default_config(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import _common as C
+
+    assert C.resolve_methods(["default", "noise2self", "default"]) == ["default", "noise2self"]
+    assert C.resolve_methods(None) == list(C.PRESETS)
+    with pytest.raises(SystemExit, match=r"unknown presets \['n2v'\]; choose from \['default'"):
+        C.resolve_methods(["n2v"])
+    text = C.learned_methods_text(["default", "noise2same_d"], {"seed": 0})
+    assert "Config.default(ndim, **overrides)" in text and "presets noise2same_d" in text
+    assert "the last parameters are returned" in text  # the presets' selection, not default's
+    only_default = C.learned_methods_text(["default"], {})
+    assert "Config.preset" not in only_default and "last parameters" not in only_default
