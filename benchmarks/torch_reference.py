@@ -80,6 +80,7 @@ except ImportError:  # the peers extra is optional: the argument parsing works w
 
 NAME = "peers-torch"
 BOUNDS = (-3.0, 3.0)  # as benchmarks/train_step.py (fit takes them from the input's range)
+CUDA_WARMUP_STEPS = 3  # untimed PyTorch steps on a GPU before the timing
 TORCH_MISSING = "PyTorch is not installed: pip install -e '.[peers]' (torch>=2.1)"
 
 
@@ -183,7 +184,7 @@ def load_jdeconv_params(net, params) -> None:
 class TorchBlur:
     """``g(z) = psf * z`` on a batch ``(B, *shape)``: mirror extension, FFT, crop 'same'."""
 
-    def __init__(self, psf: np.ndarray, shape):
+    def __init__(self, psf: np.ndarray, shape, *, device="cpu"):
         psf = np.asarray(psf, np.float64)
         self.half = tuple(k // 2 for k in psf.shape)
         self.shape = tuple(shape)
@@ -195,7 +196,7 @@ class TorchBlur:
         kernel = np.zeros(self.fft_shape)
         kernel[tuple(slice(0, k) for k in psf.shape)] = psf
         kernel = np.roll(kernel, [-h for h in self.half], axis=tuple(range(psf.ndim)))
-        self.otf = torch.from_numpy(np.fft.rfftn(kernel).astype(np.complex64))
+        self.otf = torch.from_numpy(np.fft.rfftn(kernel).astype(np.complex64)).to(device)
         self.dims = tuple(range(-psf.ndim, 0))
 
     def extend(self, z):
@@ -238,18 +239,21 @@ def sample_patches(gen, image, batch: int, patch_shape):
 
 
 def stratified_masks(gen, batch: int, shape, *, fraction: float):
-    """One masked pixel at a random place in each box of side ``box_size(fraction)``."""
+    """One masked pixel at a random place in each box of side ``box_size(fraction)``, made
+    on the generator's device."""
     side = box_size(fraction, len(shape))
-    index = [torch.arange(batch).view(-1, *([1] * len(shape)))]
+    device = gen.device
+    index = [torch.arange(batch, device=device).view(-1, *([1] * len(shape)))]
     counts = [math.ceil(n / side) for n in shape]
     for axis, n in enumerate(shape):
-        origin = torch.arange(counts[axis]) * side
+        origin = torch.arange(counts[axis], device=device) * side
         extent = torch.clamp(n - origin, max=side)  # boxes cut by the border
         view = [1] * len(shape)
         view[axis] = -1
-        offset = (torch.rand(batch, *counts, generator=gen) * extent.view(1, *view)).long()
+        offset = torch.rand(batch, *counts, generator=gen, device=device)
+        offset = (offset * extent.view(1, *view)).long()
         index.append(origin.view(1, *view) + offset)
-    mask = torch.zeros(batch, *shape, dtype=torch.bool)
+    mask = torch.zeros(batch, *shape, dtype=torch.bool, device=device)
     mask[tuple(torch.broadcast_tensors(*index))] = True
     return mask
 
@@ -331,10 +335,19 @@ class TorchTrainer:
     """The PyTorch reference step on one standardised image: ``trainer.step()``."""
 
     def __init__(
-        self, cfg: Config, image: np.ndarray, psf: np.ndarray, *, seed: int = 0, init="jdeconv"
+        self,
+        cfg: Config,
+        image: np.ndarray,
+        psf: np.ndarray,
+        *,
+        seed: int = 0,
+        init="jdeconv",
+        device="cpu",
     ):
         """``init``: "jdeconv" starts from ``init_unet(seed)``'s parameters (truncated
-        LeCun normal), "torch" from PyTorch's default initialisation."""
+        LeCun normal), "torch" from PyTorch's default initialisation. ``device``: where
+        the network, the image, the masks and the noise live ("cpu", "cuda"); patch
+        positions and flips are drawn on the host either way (no device synchronisation)."""
         ndim = image.ndim
         if cfg.optim.optimizer != "adam" or cfg.optim.schedule != "cosine":
             raise ValueError("the PyTorch reference implements Adam with the cosine schedule")
@@ -353,19 +366,30 @@ class TorchTrainer:
         elif init != "torch":
             raise ValueError(f"init must be 'jdeconv' or 'torch', got {init!r}")
         self.init = init
+        self.device = torch.device(device)
+        self.net.to(self.device)
         self.patch_shape = cfg.patch_shape(ndim)
-        self.blur = TorchBlur(psf, self.patch_shape)
+        self.blur = TorchBlur(psf, self.patch_shape, device=self.device)
         self.border = tuple(k // 2 for k in psf.shape) if cfg.crop_border else (0,) * ndim
-        self.image = torch.from_numpy(np.array(image, np.float32, copy=True))
+        self.image = torch.from_numpy(np.array(image, np.float32, copy=True)).to(self.device)
         self.gen = torch.Generator().manual_seed(seed)
+        # Masks and noise on the device (on the CPU: the same generator as before).
+        self.device_gen = (
+            self.gen
+            if self.device.type == "cpu"
+            else torch.Generator(device=self.device).manual_seed(seed)
+        )
         self.opt = torch.optim.Adam(self.net.parameters(), lr=cfg.optim.learning_rate)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, warmup_cosine(cfg))
 
-    def step(self) -> float:
+    def step(self):
+        """One training step; returns the loss as a 0-d tensor on the device (not
+        ``float()``-ed: that would wait for the device on every step)."""
         cfg, b = self.cfg, self.cfg.batch_size
         patches = sample_patches(self.gen, self.image, b, self.patch_shape)
-        mask = stratified_masks(self.gen, b, self.patch_shape, fraction=cfg.masks.fraction)
-        noise = cfg.masks.noise_std * torch.randn(patches.shape, generator=self.gen)
+        mask = stratified_masks(self.device_gen, b, self.patch_shape, fraction=cfg.masks.fraction)
+        noise = torch.randn(patches.shape, generator=self.device_gen, device=self.device)
+        noise = cfg.masks.noise_std * noise
         masked = torch.where(mask, noise, patches)
         self.opt.zero_grad(set_to_none=True)
         total, _ = loss_terms(
@@ -376,11 +400,11 @@ class TorchTrainer:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip)
         self.opt.step()
         self.sched.step()
-        return float(total.detach())
+        return total.detach()
 
     def predict(self, x: np.ndarray, *, tta: bool = True) -> np.ndarray:
         """The network on a standardised 2D image, averaged over the 8 symmetries."""
-        t = torch.from_numpy(np.array(x, np.float32, copy=True))[None, None]
+        t = torch.from_numpy(np.array(x, np.float32, copy=True))[None, None].to(self.device)
         views = [(k, f) for k in range(4) for f in (False, True)] if tta else [(0, False)]
         out = torch.zeros_like(t)
         with torch.no_grad():
@@ -390,7 +414,7 @@ class TorchTrainer:
                 y = self.net(v)
                 y = torch.flip(y, (-2,)) if flip else y
                 out += torch.rot90(y, -k, dims=(-2, -1))
-        return (out / len(views))[0, 0].numpy()
+        return (out / len(views))[0, 0].cpu().numpy()
 
 
 # --------------------------------------------------------------------------- step timing
@@ -429,19 +453,27 @@ def jdeconv_runner(cfg: Config, psf: np.ndarray, image_shape):
     return run, compile_s, n_params, image
 
 
-def torch_runner(cfg: Config, psf: np.ndarray, image: np.ndarray):
-    trainer = TorchTrainer(cfg, image, psf)
+def torch_runner(cfg: Config, psf: np.ndarray, image: np.ndarray, *, device="cpu"):
+    trainer = TorchTrainer(cfg, image, psf, device=device)
+    wait = None
+    if trainer.device.type == "cuda":
+        # cuDNN's autotuning (cudnn.benchmark) runs in the first steps and took 17.7 s on an
+        # H100: outside the timing, as jdeconv's compilation is.
+        wait = torch.cuda.synchronize
+        for _ in range(CUDA_WARMUP_STEPS):
+            trainer.step()
+        wait()
 
     def run():
         trainer.step()
-        return _Ready()
+        return _Ready(wait)
 
     return run, count_params(trainer.net)
 
 
 def time_case(name: str, cfg: Config, psf, image_shape, args) -> dict:
     ja, compile_s, n_jax, image = jdeconv_runner(cfg, psf, image_shape)
-    tb, n_torch = torch_runner(cfg, psf, image)
+    tb, n_torch = torch_runner(cfg, psf, image, device=args.torch_device)
     timing = T.measure_point(
         {"jdeconv": ja, "pytorch": tb},
         (),
@@ -530,19 +562,23 @@ def jdeconv_time_to_quality(gt, noisy, psf, target: float, cfg: Config) -> dict:
     }
 
 
-def torch_time_to_quality(gt, noisy, psf, target: float, cfg: Config, *, init: str) -> dict:
+def torch_time_to_quality(
+    gt, noisy, psf, target: float, cfg: Config, *, init: str, device="cpu"
+) -> dict:
     """The PyTorch reference trained like ``fit`` (no held-out pixels), checked every
     ``cfg.validate_every`` steps with test-time augmentation; stops at ``target``."""
     from jdeconv.metrics import psnr
 
     offset, scale = float(noisy.mean()), float(noisy.std())
     x = (noisy - offset) / scale
-    trainer = TorchTrainer(cfg, x, psf, seed=cfg.seed, init=init)
+    trainer = TorchTrainer(cfg, x, psf, seed=cfg.seed, init=init, device=device)
+    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else lambda: None
     curve, reached, train_s, evaluation_s = [], None, 0.0, 0.0
     every = cfg.validation.every
     for i in range(1, cfg.steps + 1):
         t0 = time.perf_counter()
         trainer.step()
+        sync()
         train_s += time.perf_counter() - t0
         if i % every == 0 or i == cfg.steps:
             t0 = time.perf_counter()
@@ -577,7 +613,9 @@ def time_to_quality(args) -> dict:
     )
     runs = [jdeconv_time_to_quality(gt, noisy, psf, target, cfg)]
     for init in args.torch_quality:
-        runs.append(torch_time_to_quality(gt, noisy, psf, target, cfg, init=init))
+        runs.append(
+            torch_time_to_quality(gt, noisy, psf, target, cfg, init=init, device=args.torch_device)
+        )
     for r in runs:
         print(
             f"  {r['system']}: reached at step {r['reached_step']} after "
@@ -607,6 +645,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--cases", nargs="*", default=["2d", "3d"], choices=["2d", "3d"], help="step timings"
     )
     p.add_argument("--threads", type=int, help="torch threads (default: the usable cores)")
+    p.add_argument(
+        "--torch-device",
+        default="cpu",
+        help="where the PyTorch reference runs: cpu (default) or cuda (jdeconv runs on JAX's "
+        "default device; the cases take Config.default's sizes for that device)",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timing samples per system")
     p.add_argument("--pairs", type=int, default=5, help="A/B pairs for the ratio")
     p.add_argument("--budget", type=float, default=90.0, help="seconds per case and protocol")
@@ -632,16 +676,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     C.parse_overrides(args.overrides)  # fail early on unknown fields
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be at least 1")
+    if args.torch_device not in ("cpu", "cuda"):
+        p.error(f"--torch-device must be cpu or cuda, got {args.torch_device!r}")
     return args
 
 
 def case_settings(args) -> list[tuple[str, Config, np.ndarray, tuple[int, ...]]]:
-    """(name, config, PSF, image shape) of each case, as train_step.py's defaults."""
+    """(name, config, PSF, image shape) of each case, as train_step.py's defaults: the
+    sizes of ``Config.default`` for JAX's default device (a CPU's, or a GPU's)."""
     cases = []
     small = dict(batch_size=2, patch_size=16, patch_size_z=16, base_channels=4, depth=2)
     for case in args.cases:
         ndim = int(case[0])
-        cfg = Config.default(ndim, backend="cpu")
+        cfg = Config.default(ndim)
         if args.quick:
             cfg = cfg.replace(**small)
             psf = gaussian_psf((5,) * ndim, 1.0)
@@ -660,6 +707,10 @@ def case_settings(args) -> list[tuple[str, Config, np.ndarray, tuple[int, ...]]]
 def main(argv=None) -> dict:
     args = parse_args(argv)
     require_torch()
+    if args.torch_device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--torch-device cuda: PyTorch sees no CUDA device here")
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(args.threads or cores)
     result = {
@@ -667,6 +718,10 @@ def main(argv=None) -> dict:
         "machine": C.machine_info(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "torch_device": args.torch_device,
+        "torch_device_name": (
+            torch.cuda.get_device_name() if args.torch_device == "cuda" else "cpu"
+        ),
         "usable_cores": cores,
         "quick": args.quick,
         "note": args.note,
@@ -696,7 +751,8 @@ def markdown(result: dict) -> str:
         "Generated by `benchmarks/torch_reference.py`; every number in the `.json`.",
         "",
         *C.machine_lines(info),
-        f"- torch {result['torch']}, {result['torch_threads']} torch threads; "
+        f"- torch {result['torch']} on {result.get('torch_device_name', 'cpu')}, "
+        f"{result['torch_threads']} torch threads; "
         f"{result['usable_cores']} usable cores (XLA uses them all unless XLA_FLAGS say "
         f"otherwise); XLA_FLAGS `{info['xla_flags'] or '(none)'}`",
         *([f"- note: {result['note']}"] if result["note"] else []),

@@ -47,6 +47,10 @@ def test_torch_reference_arguments_and_cases_without_torch(monkeypatch, capsys):
         ref.case_settings(full)
     with pytest.raises(SystemExit, match="--set: unknown Config field 'no_such_field'"):
         ref.parse_args(["--set", "no_such_field=1"])
+    assert full.torch_device == "cpu"
+    with pytest.raises(SystemExit):
+        ref.parse_args(["--torch-device", "tpu"])
+    assert "--torch-device must be cpu or cuda, got 'tpu'" in capsys.readouterr().err
     monkeypatch.setattr(ref, "torch", None)
     with pytest.raises(SystemExit, match=r"pip install -e '\.\[peers\]'"):
         ref.main(["--quick", "--no-quality"])
