@@ -60,10 +60,17 @@ _JNP_PAD_MODE = {"zero": "constant", "reflect": "symmetric", "periodic": "wrap"}
 # the committed results; 16^2-128^2 and 8x16x16-32x64x64 in smaller runs), forward and
 # backward (by 5-9x at 3x3 and 50-170x at 3x3x3, growing with the kernel); only a
 # 1-pixel kernel is faster direct.
-# Other backends (GPU, TPU): not measured here yet; we follow Papkov et al. 2023's GPU
-# advice (FFT above N=25 in 2D and N=9 in 3D) until benchmarks/convolution.py is run there.
+# GPU: measured by benchmarks/convolution.py --large on an NVIDIA H100
+# (benchmarks/results/convolution-gpu.md). There every call of a small problem costs about
+# 0.1 ms of launch overhead whatever the method; where the work shows, FFT is faster from
+# 9x9 in 2D (1024^2 and 2048^2, forward and forward+backward; at 256^2 the two stay within
+# 0.1 ms of each other up to 25x25) and from 5x5x5 in 3D (64x128x128; 3x3x3 already at
+# 128x256x256). That is earlier than Papkov et al. 2023's advice (FFT above 25x25 in 2D,
+# 9x9x9 in 3D), which they give for PyTorch; our direct path is XLA's convolution.
+# Other backends (TPU, ROCm): not measured; we keep the papers' advice there.
 _AUTO_FFT_MIN_KERNEL_VOLUME = {
     "cpu": {2: 2, 3: 2},
+    "gpu": {2: 9**2, 3: 5**3},
     "default": {2: 25**2 + 1, 3: 9**3 + 1},
 }
 
@@ -72,8 +79,9 @@ def auto_method(psf_shape, image_shape) -> str:
     """The method ``method="auto"`` picks for a PSF and image shape ("fft" or "direct").
 
     FFT from a kernel volume threshold per backend (``jax.default_backend()``) and rank on.
-    CPU (measured): FFT for every PSF larger than one pixel. GPU/TPU (Papkov et al. 2023's
-    advice, not yet measured here): FFT above 25x25 in 2D and 9x9x9 in 3D, by volume.
+    CPU (measured): FFT for every PSF larger than one pixel. GPU (measured on an H100):
+    FFT from 9x9 in 2D and 5x5x5 in 3D, by volume. Other backends (TPU; not measured):
+    Papkov et al. 2023's advice, FFT above 25x25 in 2D and 9x9x9 in 3D.
 
     Example:
       >>> auto_method((17, 17), (256, 256)) in ("fft", "direct")

@@ -214,8 +214,25 @@ def test_auto_method_rule(monkeypatch, backend, image_shape, small, large):
     assert auto_method((1,) * ndim, image_shape) == "direct"  # no blur: nothing to transform
     assert auto_method(large, image_shape) == "fft"
     # benchmarks/results/convolution-cpu.md: XLA's CPU direct convolution loses to FFT
-    # already at 3x3 / 3x3x3; on GPUs (Papkov et al. 2023's advice) direct wins there.
+    # already at 3x3 / 3x3x3; on a GPU (convolution-gpu.md, an H100) direct wins there.
     assert auto_method(small, image_shape) == ("fft" if backend == "cpu" else "direct")
+
+
+@pytest.mark.parametrize(
+    ("backend", "last_direct", "first_fft"),
+    [
+        # convolution-gpu.md: FFT faster from 9x9 (1024², 2048²) and 5x5x5 (64x128x128).
+        ("gpu", {2: 7, 3: 3}, {2: 9, 3: 5}),
+        # Unmeasured backends keep Papkov et al. 2023's advice: FFT above 25x25 / 9x9x9.
+        ("tpu", {2: 25, 3: 9}, {2: 27, 3: 11}),
+    ],
+)
+def test_auto_method_thresholds_per_backend(monkeypatch, backend, last_direct, first_fft):
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    for ndim in (2, 3):
+        image_shape = (256, 256) if ndim == 2 else (64, 128, 128)
+        assert auto_method((last_direct[ndim],) * ndim, image_shape) == "direct"
+        assert auto_method((first_fft[ndim],) * ndim, image_shape) == "fft"
 
 
 def test_train_step_benchmark_quick(tmp_path):
