@@ -1,4 +1,4 @@
-"""jdeconv's default training step written plainly in PyTorch, and a CPU timing comparison.
+"""jdeconv's default training step written plainly in PyTorch, and a timing comparison.
 
 The reference (written here from the equations of DESIGN.md §2, not from any paper's code):
 
@@ -23,8 +23,9 @@ The reference (written here from the equations of DESIGN.md §2, not from any pa
   clipping at 1, Adam with warm-up + cosine schedule (``jdeconv.train.make_optimizer``'s).
 
 The comparison (one process, the same image, PSF and shapes as ``train_step.py``): the
-default 2D step (batch 16 × 64², SSI 17² PSF, 256² image) and 3D step (batch 2 ×
-32×48×48, 17³ Gibson-Lanni PSF, 64×128×128), jdeconv's jitted step (compiled ahead of
+default 2D step (on a CPU batch 16 × 64², on a GPU 16 × 128²; SSI 17² PSF, 256² image)
+and 3D step (CPU batch 2 × 32×48×48, GPU 4 × 64³; 17³ Gibson-Lanni PSF, 64×128×128),
+jdeconv's jitted step (compiled ahead of
 time, compile time reported apart) against the PyTorch step, with
 ``torch.set_num_threads`` equal to the cores this process may use (run it under
 ``taskset`` to choose). Timing follows ``benchmarks/_timing.py``: the first call of each
@@ -45,6 +46,8 @@ Usage (needs the ``peers`` extra: ``pip install -e '.[peers]'``)::
     XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
         python benchmarks/torch_reference.py --threads 1 --torch-quality jdeconv torch
     python benchmarks/torch_reference.py --quick --no-quality          # seconds (tests)
+    # on a GPU (JAX with CUDA; PyTorch on the same GPU; Config.default's GPU sizes)
+    python benchmarks/torch_reference.py --torch-device cuda --torch-quality jdeconv
 
 Writes ``peers-torch-<device>[-tag].md`` and ``.json`` to ``--out``.
 """
