@@ -512,7 +512,8 @@ def project_tikhonov(
     ``iterations`` steps of FISTA (step ``1 / max(|H|² + λ|L|²)``; the ℓ1 term adds
     ``sparsity`` to the gradient, exact for ``x >= lower``) from ``start`` clipped at
     ``lower``, and crops back. ``start=None`` starts from the linear Tikhonov solution
-    on the same extended grid (one more FFT; :func:`nonnegative_tikhonov`'s start).
+    of :func:`tikhonov` (its own FFT grid, cropped to the image, then extended by mirror
+    reflection like the data: :func:`nonnegative_tikhonov`'s start; two more FFTs).
     jit-compatible: ``psf``, ``weight``, ``lower`` and ``sparsity`` may be traced;
     ``iterations`` and the shapes are static. 0 iterations returns the start clipped.
 
@@ -537,9 +538,12 @@ def project_tikhonov(
     step = 1.0 / jnp.max(normal)
     back = jnp.conj(otf) * jnp.fft.rfftn(y, axes=axes)
     if start is None:
-        x0 = jnp.fft.irfftn(back / normal, s=grid, axes=axes)
-    else:
-        x0 = jnp.pad(start.astype(jnp.float32), pads, mode="symmetric")
+        # Not the linear solution on this grid: that one differs near the borders, and
+        # with a PSF as long as the image (31 planes of 32) 50 steps from it ended
+        # 0.12 dB short of the same 50 steps from this start (both reach the same
+        # optimum by 200 steps).
+        start = _linear_solution(image.astype(jnp.float32), psf, weight, regularizer)
+    x0 = jnp.pad(start.astype(jnp.float32), pads, mode="symmetric")
 
     def gradient(z):
         return jnp.fft.irfftn(normal * jnp.fft.rfftn(z, axes=axes) - back, s=grid, axes=axes)
@@ -553,6 +557,22 @@ def project_tikhonov(
     x = jnp.maximum(x0, lower)
     x, _, _ = jax.lax.fori_loop(0, iterations, body, (x, x, jnp.float32(1.0)))
     window = tuple(slice(k, k + n) for k, n in zip(psf.shape, image.shape[1:], strict=True))
+    return x[(slice(None), *window)]
+
+
+def _linear_solution(image: jax.Array, psf: jax.Array, weight, regularizer: str) -> jax.Array:
+    """:func:`tikhonov`'s solution (reflect extension, its FFT grid) of a batch, in JAX."""
+    ndim = psf.ndim
+    fft_shape, ext = _extension(image.shape[1:], psf.shape, "reflect")
+    y = jnp.pad(image, [(0, 0), *ext], mode="symmetric")
+    axes = tuple(range(1, ndim + 1))
+    kernel = jnp.zeros(fft_shape, jnp.float32).at[tuple(slice(0, k) for k in psf.shape)].set(psf)
+    kernel = jnp.roll(kernel, [-(k // 2) for k in psf.shape], axis=tuple(range(ndim)))
+    otf = jnp.fft.rfftn(kernel)
+    reg2 = _laplacian_power(fft_shape) if regularizer == "laplacian" else np.ones(otf.shape)
+    normal = otf.real**2 + otf.imag**2 + weight * jnp.asarray(reg2, jnp.float32)
+    x = jnp.fft.irfftn(jnp.conj(otf) * jnp.fft.rfftn(y, axes=axes) / normal, s=fft_shape, axes=axes)
+    window = tuple(slice(lo, lo + n) for (lo, _), n in zip(ext, image.shape[1:], strict=True))
     return x[(slice(None), *window)]
 
 

@@ -73,9 +73,10 @@ class UNetConfig:
         non-negative anchor: the anchor is then ``anchor_iterations`` steps of projected
         FISTA for ``min ½‖y − h * x‖² + ½ anchor_weight ‖Δx‖²
         + anchor_sparsity Σ (x − anchor_lower)`` subject to ``x >= anchor_lower``
-        (:func:`jdeconv.regularized.project_tikhonov`), started from the exact linear
-        solution, with the PSF a second fixed :class:`Anchor` parameter, ``anchor_psf``
-        (the filter then only records the anchor's reach for tiling).
+        (:func:`jdeconv.regularized.project_tikhonov`), started from the linear
+        Tikhonov solution as :func:`jdeconv.regularized.nonnegative_tikhonov` is, with
+        the PSF a second fixed :class:`Anchor` parameter, ``anchor_psf`` (the filter then
+        only records the anchor's reach for tiling).
       anchor_weight, anchor_lower, anchor_iterations, anchor_sparsity: that problem's λ,
         bound (in the network's standardised units), step count and ℓ1 weight.
       anchor_only: the anchor without the U-Net branch: the network of a model whose
@@ -401,7 +402,7 @@ class UNet(nnx.Module):
     def _anchor(self, y: jax.Array) -> jax.Array:
         """The anchor's output for a batch ``(B, *spatial)``."""
         if self.cfg.anchor_psf_shape:
-            # FISTA starts from the exact linear solution on its own extended grid,
+            # FISTA starts from the linear solution (project_tikhonov's start=None),
             # as nonnegative_tikhonov does: the truncated filter's solution sits
             # further from the constrained optimum (in 3D with an axially long PSF,
             # 0.6 dB short of it after 50 steps); the filter's size still sets the

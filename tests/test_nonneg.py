@@ -206,8 +206,8 @@ def test_nonneg_anchored_network_starts_as_nonnegative_tikhonov(scene):
         set_anchor(params, kernel)
     params = set_anchor(params, kernel, psf=psf)
     got = np.asarray(apply_network(graphdef, params, jnp.asarray(image)[None]))[0]
-    # FISTA from the exact linear solution on its own grid (not from the truncated
-    # filter, which only records the anchor's reach) ...
+    # FISTA from the linear solution (not from the truncated filter, which only records
+    # the anchor's reach) ...
     want = regularized.project_tikhonov(
         jnp.asarray(image)[None],
         None,
@@ -218,12 +218,14 @@ def test_nonneg_anchored_network_starts_as_nonnegative_tikhonov(scene):
         sparsity=sparsity,
     )[0]
     np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
-    # ... which is the classical function up to where its start was computed (a float64
-    # solve on a reflect-extended grid) and the few iterations of this scene.
+    # ... which is the classical function's own start and iterations: the same result up
+    # to float32 (its start is a float64 solve). The network once started from the linear
+    # solution on FISTA's grid instead: 1e-2 of the range apart here, 0.12-1.4 dB short
+    # after 50 steps on 32-plane volumes with the 31³ PSF.
     classical = regularized.nonnegative_tikhonov(
         image, psf, weight=weight, lower=lower, iterations=iterations, sparsity=sparsity
     )
-    np.testing.assert_allclose(got, classical, atol=1e-2 * np.ptp(classical))
+    np.testing.assert_allclose(got, classical, atol=1e-4 * np.ptp(classical))
     assert got.min() >= lower - 1e-6 and got.shape == image.shape
     _, plain = init_unet(
         0,
