@@ -530,11 +530,7 @@ def project_tikhonov(
     y = jnp.pad(image.astype(jnp.float32), pads, mode="symmetric")
     grid = y.shape[1:]
     axes = tuple(range(1, ndim + 1))
-    kernel = jnp.zeros(grid, jnp.float32).at[tuple(slice(0, k) for k in psf.shape)].set(psf)
-    kernel = jnp.roll(kernel, [-(k // 2) for k in psf.shape], axis=tuple(range(ndim)))
-    otf = jnp.fft.rfftn(kernel)
-    reg2 = _laplacian_power(grid) if regularizer == "laplacian" else np.ones(otf.shape)
-    normal = otf.real**2 + otf.imag**2 + weight * jnp.asarray(reg2, jnp.float32)
+    otf, normal = _transfer(psf, grid, weight, regularizer)
     step = 1.0 / jnp.max(normal)
     back = jnp.conj(otf) * jnp.fft.rfftn(y, axes=axes)
     if start is None:
@@ -560,17 +556,23 @@ def project_tikhonov(
     return x[(slice(None), *window)]
 
 
-def _linear_solution(image: jax.Array, psf: jax.Array, weight, regularizer: str) -> jax.Array:
-    """:func:`tikhonov`'s solution (reflect extension, its FFT grid) of a batch, in JAX."""
+def _transfer(psf: jax.Array, grid, weight, regularizer: str):
+    """The PSF's transfer function on an FFT ``grid`` (its centre rolled to index 0) and
+    the normal operator's ``|H|² + weight·|L|²`` there, in JAX."""
     ndim = psf.ndim
-    fft_shape, ext = _extension(image.shape[1:], psf.shape, "reflect")
-    y = jnp.pad(image, [(0, 0), *ext], mode="symmetric")
-    axes = tuple(range(1, ndim + 1))
-    kernel = jnp.zeros(fft_shape, jnp.float32).at[tuple(slice(0, k) for k in psf.shape)].set(psf)
+    kernel = jnp.zeros(grid, jnp.float32).at[tuple(slice(0, k) for k in psf.shape)].set(psf)
     kernel = jnp.roll(kernel, [-(k // 2) for k in psf.shape], axis=tuple(range(ndim)))
     otf = jnp.fft.rfftn(kernel)
-    reg2 = _laplacian_power(fft_shape) if regularizer == "laplacian" else np.ones(otf.shape)
-    normal = otf.real**2 + otf.imag**2 + weight * jnp.asarray(reg2, jnp.float32)
+    reg2 = _laplacian_power(tuple(grid)) if regularizer == "laplacian" else np.ones(otf.shape)
+    return otf, otf.real**2 + otf.imag**2 + weight * jnp.asarray(reg2, jnp.float32)
+
+
+def _linear_solution(image: jax.Array, psf: jax.Array, weight, regularizer: str) -> jax.Array:
+    """:func:`tikhonov`'s solution (reflect extension, its FFT grid) of a batch, in JAX."""
+    fft_shape, ext = _extension(image.shape[1:], psf.shape, "reflect")
+    y = jnp.pad(image, [(0, 0), *ext], mode="symmetric")
+    axes = tuple(range(1, psf.ndim + 1))
+    otf, normal = _transfer(psf, fft_shape, weight, regularizer)
     x = jnp.fft.irfftn(jnp.conj(otf) * jnp.fft.rfftn(y, axes=axes) / normal, s=fft_shape, axes=axes)
     window = tuple(slice(lo, lo + n) for (lo, _), n in zip(ext, image.shape[1:], strict=True))
     return x[(slice(None), *window)]
