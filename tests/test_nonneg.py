@@ -220,8 +220,8 @@ def test_nonneg_anchored_network_starts_as_nonnegative_tikhonov(scene):
     np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
     # ... which is the classical function's own start and iterations: the same result up
     # to float32 (its start is a float64 solve). The network once started from the linear
-    # solution on FISTA's grid instead: 1e-2 of the range apart here, 0.12-1.4 dB short
-    # after 50 steps on 32-plane volumes with the 31³ PSF.
+    # solution on FISTA's grid instead (this test then allowed 1e-2 of the range): 0.12
+    # and 1.39 dB short after 50 steps on two 32-plane volumes with the 31³ PSF.
     classical = regularized.nonnegative_tikhonov(
         image, psf, weight=weight, lower=lower, iterations=iterations, sparsity=sparsity
     )
