@@ -211,7 +211,7 @@ def parse_fit_options(args) -> None:
 def fit_default(entry: dict, case, noisy, psf, gt, args) -> None:
     """Add ``jdeconv.fit(noisy, psf)``'s record (the default config) to a ``--fit`` case."""
     if case in args.fit_cases:
-        entry["methods"]["default"] = Q.fit_learned(noisy, psf, gt, Q.DEFAULT_METHOD, args)
+        entry["methods"]["default"] = Q.fit_learned(noisy, psf, gt, C.DEFAULT_METHOD, args)
         Q.deltas(entry, ["default"])
 
 

@@ -75,7 +75,6 @@ from jdeconv.metrics import psnr
 from jdeconv.simulate import degrade
 
 NAME = "quality"
-DEFAULT_METHOD = C.DEFAULT_METHOD
 # The largest was the oracle's choice on 96 of 180 images; 0.05-0.2 were tried on five of
 # them and gained at most 0.05 dB (mostly lost). Three weights plus plain RL keep the four
 # compiled RL loops of jdeconv.classic's cache.
@@ -277,15 +276,15 @@ def classical(noisy, psf, gt, *, border: int, rl_max: int) -> dict:
 
 def fit_learned(noisy, psf, gt, method: str, args) -> dict:
     """``jdeconv.fit`` for the default config or a named preset, scored and timed."""
-    # The default method is Config.default(2), exactly what jdeconv.fit(noisy, psf) runs
-    # (its preset plus the default's anchor, model selection and clipping).
-    preset = None if method == DEFAULT_METHOD else method
+    # The default method (C.DEFAULT_METHOD) is Config.default(2), exactly what
+    # jdeconv.fit(noisy, psf) runs (its preset plus the default's anchor, model selection
+    # and clipping).
     t0 = time.perf_counter()
     record, _ = C.fit_preset(
         noisy,
         psf,
         gt,
-        preset,
+        method,
         args.config_overrides,
         border=args.border,
         verbose=args.verbose,
@@ -663,7 +662,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--methods",
         nargs="+",
         default=None,
-        help=f"learned methods: '{DEFAULT_METHOD}' (jdeconv.fit's default config, the "
+        help=f"learned methods: '{C.DEFAULT_METHOD}' (jdeconv.fit's default config, the "
         f"default) and/or presets {list(C.PRESETS)}",
     )
     p.add_argument("--classical-only", action="store_true", help="no jdeconv fits")
@@ -680,13 +679,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="keep the finished images of an earlier run with this tag and the same settings",
     )
     args = p.parse_args(argv)
-    methods = args.methods if args.methods is not None else [DEFAULT_METHOD]
+    methods = args.methods if args.methods is not None else [C.DEFAULT_METHOD]
     if args.classical_only or [m.lower() for m in methods] == ["none"]:
         methods = []
-    unknown = [m for m in methods if m != DEFAULT_METHOD and m not in C.PRESETS]
-    if unknown:
-        raise SystemExit(f"--methods: unknown {unknown}; use {DEFAULT_METHOD} or {C.PRESETS}")
-    args.learned = list(dict.fromkeys(methods))
+    args.learned = C.check_presets(methods)
     overrides = {}
     base = None
     if args.tiny:

@@ -405,6 +405,11 @@ class TorchTrainer:
         self.sched.step()
         return total.detach()
 
+    def synchronize(self) -> None:
+        """Wait for the device's queued work (nothing to wait for on the CPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
     def predict(self, x: np.ndarray, *, tta: bool = True) -> np.ndarray:
         """The network on a standardised 2D image, averaged over the 8 symmetries."""
         t = torch.from_numpy(np.array(x, np.float32, copy=True))[None, None].to(self.device)
@@ -458,18 +463,16 @@ def jdeconv_runner(cfg: Config, psf: np.ndarray, image_shape):
 
 def torch_runner(cfg: Config, psf: np.ndarray, image: np.ndarray, *, device="cpu"):
     trainer = TorchTrainer(cfg, image, psf, device=device)
-    wait = None
     if trainer.device.type == "cuda":
         # cuDNN's autotuning (cudnn.benchmark) runs in the first steps and took 17.7 s on an
         # H100: outside the timing, as jdeconv's compilation is.
-        wait = torch.cuda.synchronize
         for _ in range(CUDA_WARMUP_STEPS):
             trainer.step()
-        wait()
+        trainer.synchronize()
 
     def run():
         trainer.step()
-        return _Ready(wait)
+        return _Ready(trainer.synchronize)
 
     return run, count_params(trainer.net)
 
@@ -575,13 +578,12 @@ def torch_time_to_quality(
     offset, scale = float(noisy.mean()), float(noisy.std())
     x = (noisy - offset) / scale
     trainer = TorchTrainer(cfg, x, psf, seed=cfg.seed, init=init, device=device)
-    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else lambda: None
     curve, reached, train_s, evaluation_s = [], None, 0.0, 0.0
     every = cfg.validation.every
     for i in range(1, cfg.steps + 1):
         t0 = time.perf_counter()
         trainer.step()
-        sync()
+        trainer.synchronize()
         train_s += time.perf_counter() - t0
         if i % every == 0 or i == cfg.steps:
             t0 = time.perf_counter()

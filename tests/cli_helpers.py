@@ -16,23 +16,25 @@ def run(argv):
     return code, out.getvalue(), err.getvalue()
 
 
-def assert_one_line_error(code, stderr, *fragments, expected_code=2):
-    """Exit code, one stderr line that is an error (ours or argparse's), no traceback."""
+def _the_line(code, stderr, fragments, expected_code) -> str:
+    """Exit code, exactly one non-blank stderr line holding every fragment; the line."""
     assert code == expected_code, stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr
-    assert lines[0].startswith("jdeconv: error: ") or " error: " in lines[0], lines[0]
-    assert "Traceback" not in stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
+def assert_one_line_error(code, stderr, *fragments, expected_code=2):
+    """Exit code, one stderr line that is an error (ours or argparse's), no traceback."""
+    line = _the_line(code, stderr, fragments, expected_code)
+    assert line.startswith("jdeconv: error: ") or " error: " in line, line
+    assert "Traceback" not in stderr
 
 
 def one_error_line(code, stderr, *fragments, expected_code=2):
     """Exit code and exactly one stderr line, jdeconv's own ``jdeconv: error: ...``; the line."""
-    assert code == expected_code, stderr
-    lines = [line for line in stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("jdeconv: error: "), lines[0]
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
+    line = _the_line(code, stderr, fragments, expected_code)
+    assert line.startswith("jdeconv: error: "), line
+    return line
