@@ -15,8 +15,14 @@ and median of ``--repeats`` calls with ``block_until_ready``. Memory: XLA's buff
 assignment for the compiled step (arguments + outputs + temporaries, from
 ``compiled.memory_analysis()``) and the process's peak resident memory.
 
-Command (CPU, about 10 minutes): ``python benchmarks/train_step.py``; quick check:
-``python benchmarks/train_step.py --quick`` (under a minute).
+With ``--torch`` (the ``peers`` extra), the run also times our PyTorch reference of the
+default 2D and 3D steps (``torch_reference.py``: the same network, loss, patches and
+batch, ``torch.set_num_threads`` = the usable cores or ``--threads``) against jdeconv's
+step in the same process, by ``torch_reference.time_case`` (rotating rounds and A/B
+pairs), and adds that table with the ratio jdeconv/PyTorch (issue 15's target ≤ 0.7).
+
+Command (CPU, about 10 minutes; 15 with ``--torch``): ``python benchmarks/train_step.py
+--torch``; quick check: ``python benchmarks/train_step.py --quick`` (under a minute).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import os
 import resource
 import sys
 import time
@@ -180,8 +187,16 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--max-call", type=float, default=120.0, help="longest direct step to run (s)")
     p.add_argument("--quick", action="store_true", help="tiny shapes, for tests")
+    p.add_argument(
+        "--torch",
+        action="store_true",
+        help="also time the PyTorch reference of the default steps in this run (peers extra)",
+    )
+    p.add_argument("--threads", type=int, help="with --torch: torch threads (default: all)")
     p.add_argument("--note", default="", help="free text for the results header")
     args = p.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        p.error("--threads must be at least 1")
     missing = [str(f) for n in REFERENCE_PSFS if not (f := args.data / "psf" / n).is_file()]
     if missing and not args.quick:
         p.error(f"reference PSF(s) not found: {', '.join(missing)}; pass --data DIR")
@@ -212,6 +227,7 @@ def main(argv=None) -> dict:
         time_case("3d-native-conv", cfg3, psf17, shape3, method="fft", conv3d="native", **run),
     ]
     records += psf_method_cases(cfg3, shape3, method_psfs, **run)
+    beside = torch_side_by_side(args) if args.torch else None
     result = {
         "benchmark": "train_step",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -220,6 +236,7 @@ def main(argv=None) -> dict:
         "note": args.note,
         "machine": machine_info(),
         "records": records,
+        **(beside or {}),
     }
     suffix = "-quick" if args.quick else ""
     args.out.mkdir(parents=True, exist_ok=True)
@@ -228,6 +245,23 @@ def main(argv=None) -> dict:
     atomic_write_text(stem.with_suffix(".md"), markdown(result))
     print(f"wrote {stem}.md/.json")
     return result
+
+
+def torch_side_by_side(args) -> dict:
+    """The default 2D and 3D steps of jdeconv and of the PyTorch reference, timed side
+    by side by ``torch_reference.time_case`` (its cases: ``Config.default``'s sizes)."""
+    import torch_reference as R
+
+    R.require_torch()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    R.torch.set_num_threads(args.threads or cores)
+    quick = ["--quick", "--budget", "5", "--pairs", "2", "--min-sample", "0.05"]
+    targs = R.parse_args(["--data", str(args.data), "--no-quality", *(quick if args.quick else [])])
+    return {
+        "torch": R.torch.__version__,
+        "torch_threads": R.torch.get_num_threads(),
+        "torch_records": [R.time_case(*case, targs) for case in R.case_settings(targs)],
+    }
 
 
 def markdown(result: dict) -> str:
@@ -280,6 +314,17 @@ def markdown(result: dict) -> str:
         "`~`: extrapolated, not run (see the JSON for how). XLA MB: arguments + outputs + "
         "temporaries of the compiled step.",
     ]
+    if result.get("torch_records"):
+        import torch_reference as R
+
+        lines += R.step_table(result["torch_records"])
+        lines += [
+            "",
+            f"PyTorch {result['torch']}, torch threads: {result['torch_threads']}; jdeconv's step "
+            "timed again here beside it (the rows above are its own run, one after the "
+            "other). The default network is the same in both; the default fit's anchor "
+            "(`NetworkConfig.anchor`, filled in by `fit`) is in neither.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -247,3 +247,31 @@ def test_peers_tiny_runs(tmp_path):
         assert 1 <= methods["sd_rl_oracle"]["n"] <= 5  # tiny: the oracle searches 1..5
         assert methods["sd_ssnn"]["steps"] >= 1 and methods["sd_ssnn"]["train_s"] > 0
     assert "sdeconv self-supervised NN" in (tmp_path / "peers-tiny.md").read_text()
+
+
+def test_train_step_torch_arguments(capsys):
+    bench = _load("train_step")
+    args = bench.parse_args(["--quick", "--torch", "--threads", "1"])
+    assert args.torch and args.threads == 1
+    assert not bench.parse_args(["--quick"]).torch
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--quick", "--torch", "--threads", "0"])
+    assert "--threads must be at least 1" in capsys.readouterr().err
+
+
+@_needs("torch")
+def test_train_step_times_the_torch_reference_beside_jdeconv():
+    bench = _load("train_step")
+    beside = bench.torch_side_by_side(bench.parse_args(["--quick", "--torch", "--threads", "1"]))
+    assert beside["torch_threads"] == 1
+    records = beside["torch_records"]
+    assert [r["case"] for r in records] == ["2d-default", "3d-default"]
+    for r in records:
+        assert r["params_jdeconv"] == r["params_pytorch"]
+        assert r["ratio_median"] == pytest.approx(
+            r["jdeconv"]["median_s"] / r["pytorch"]["median_s"]
+        )
+    result = {"device": "cpu", "machine": _load("_common").machine_info(), "note": ""}
+    text = bench.markdown({**result, "records": [], **beside})
+    assert "| 2d-default | noise2same_d" in text and "ratio (medians)" in text
+    assert f"PyTorch {beside['torch']}, torch threads: 1;" in text
