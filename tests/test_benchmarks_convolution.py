@@ -253,3 +253,14 @@ def test_train_step_benchmark_quick(tmp_path):
     assert cases["3d-psf5-direct"]["method"] == "direct"
     assert cases["3d-psf5-direct"]["volume_estimate_s"] > 0
     assert "| 3d-psf5-direct |" in json_path.with_suffix(".md").read_text()
+
+
+def test_conv_gradient_benchmark_quick(tmp_path):
+    json_path = _run_quick(SCRIPT.with_name("conv_gradient.py"), tmp_path)
+    result = json.loads(json_path.read_text())
+    (two,) = result["layers_2d"]
+    assert all(two["xla"][k] > 0 for k in ("forward_s", "input_grad_s", "kernel_grad_s"))
+    (three,) = result["layers_3d"]
+    assert three["xla"]["stacked_fwd_bwd_s"] > 0 and three["xla"]["native_fwd_bwd_s"] > 0
+    text = json_path.with_suffix(".md").read_text()
+    assert "| 2 × 16², 4 → 4 |" in text and "| 2 × 8×12², 4 → 4 |" in text
