@@ -110,6 +110,8 @@ __all__ = [
 ]
 
 REGULARIZERS = ("laplacian", "identity")
+#: How :func:`project_tikhonov` treats the sample beyond the image (``boundary``).
+BOUNDARIES = ("auto", "mirror")
 PADDINGS = ("reflect", "zero", "periodic")
 RULES = ("gcv", "discrepancy")
 RL_RULES = ("discrepancy",)
@@ -502,20 +504,39 @@ def project_tikhonov(
     iterations: int,
     regularizer: str = "laplacian",
     sparsity=0.0,
+    boundary: str = "auto",
 ) -> jax.Array:
     """Non-negative Tikhonov by projected FISTA, for a batch ``(B, *spatial)``; pure JAX.
 
     Minimises ``½‖y − h * x‖² + ½ weight ‖l * x‖² + sparsity Σ (x − lower)`` subject to
     ``x >= lower`` on each image of the batch (the last term, an ℓ1 penalty on
-    ``x − lower``, is 0 by default; see :func:`choose_sparsity`), extended by the PSF's
-    full size on every side by mirror reflection (as :func:`tikhonov`), with
-    ``iterations`` steps of FISTA (step ``1 / max(|H|² + λ|L|²)``; the ℓ1 term adds
-    ``sparsity`` to the gradient, exact for ``x >= lower``) from ``start`` clipped at
-    ``lower``, and crops back. ``start=None`` starts from the linear Tikhonov solution
-    of :func:`tikhonov` (its own FFT grid, cropped to the image, then extended by mirror
-    reflection like the data: :func:`nonnegative_tikhonov`'s start; two more FFTs).
-    jit-compatible: ``psf``, ``weight``, ``lower`` and ``sparsity`` may be traced;
-    ``iterations`` and the shapes are static. 0 iterations returns the start clipped.
+    ``x − lower``, is 0 by default; see :func:`choose_sparsity`), with ``iterations``
+    steps of FISTA (step ``1 / max(|H|² + λ|L|²)``; the ℓ1 term adds ``sparsity`` to the
+    gradient, exact for ``x >= lower``) from ``start`` clipped at ``lower``, and crops
+    back. ``x`` lives on the image extended by the PSF's full size on every side; how
+    the extension enters the data term is ``boundary``:
+
+    - "mirror": the data are extended by mirror reflection (as :func:`tikhonov`) and
+      fitted everywhere; one FFT pair per step.
+    - "auto" (default): a 2D image at least twice the PSF's size on both axes gets a
+      free extension — the data term sums over the image's own pixels only, so the
+      solution may put light beyond the image where the border pixels need it (and the
+      bound and ℓ1 term pull it to ``lower`` where they do not), on a grid filled up to
+      a fast FFT length; two FFT pairs per step. Smaller images and 3D stacks are
+      mirrored as above. On the 2D development matrix (``benchmarks/quality.py``, 180
+      images, zero outside the image as in the papers' degradation) the free extension
+      raised the default anchor's PSNR by +0.20 dB on average (worst −0.05), and by
+      +0.03 (worst −0.13) where the sample continues beyond the image (blurred on 320²,
+      cropped to 256²). On the twelve 3D development volumes (32×96×96, 17³ and 31³
+      PSFs) freeing every axis lost up to 0.9 dB (z is shorter than twice the PSF), and
+      freeing the lateral axes only gained +0.03 dB for twice the anchor's time, so 3D
+      stays mirrored.
+
+    ``start=None`` starts from the linear Tikhonov solution of :func:`tikhonov` (its own
+    FFT grid, cropped to the image, then extended by mirror reflection like the data:
+    :func:`nonnegative_tikhonov`'s start; two more FFTs). jit-compatible: ``psf``,
+    ``weight``, ``lower`` and ``sparsity`` may be traced; ``iterations``, ``boundary``
+    and the shapes are static. 0 iterations returns the start clipped.
 
     Example:
       >>> from jdeconv.psf import gaussian_psf
@@ -525,9 +546,18 @@ def project_tikhonov(
       >>> bool(jnp.allclose(x, 1.0, atol=1e-4))
       True
     """
+    _check_choice("boundary", boundary, BOUNDARIES)
     ndim = psf.ndim
-    pads = [(0, 0), *((k, k) for k in psf.shape)]
-    y = jnp.pad(image.astype(jnp.float32), pads, mode="symmetric")
+    shape = image.shape[1:]
+    large = all(n >= 2 * k for n, k in zip(shape, psf.shape, strict=True))
+    free = boundary == "auto" and ndim == 2 and large
+    ext = [
+        (k, scipy.fft.next_fast_len(n + 2 * k, real=True) - n - k) if free else (k, k)
+        for n, k in zip(shape, psf.shape, strict=True)
+    ]
+    pads = [(0, 0), *ext]
+    # Free: zeros beyond the image, outside the data term; mirror: the data reflected.
+    y = jnp.pad(image.astype(jnp.float32), pads, mode="constant" if free else "symmetric")
     grid = y.shape[1:]
     axes = tuple(range(1, ndim + 1))
     otf, normal = _transfer(psf, grid, weight, regularizer)
@@ -541,8 +571,22 @@ def project_tikhonov(
         start = _linear_solution(image.astype(jnp.float32), psf, weight, regularizer)
     x0 = jnp.pad(start.astype(jnp.float32), pads, mode="symmetric")
 
-    def gradient(z):
-        return jnp.fft.irfftn(normal * jnp.fft.rfftn(z, axes=axes) - back, s=grid, axes=axes)
+    if free:
+        observed = jnp.pad(jnp.ones(shape, jnp.float32), ext)
+        regularization = normal - (otf.real**2 + otf.imag**2)  # weight·|L|²
+
+        def gradient(z):
+            spectrum = jnp.fft.rfftn(z, axes=axes)
+            blurred = jnp.fft.irfftn(otf * spectrum, s=grid, axes=axes)
+            residual = jnp.fft.rfftn(observed * (blurred - y), axes=axes)
+            return jnp.fft.irfftn(
+                jnp.conj(otf) * residual + regularization * spectrum, s=grid, axes=axes
+            )
+
+    else:
+
+        def gradient(z):
+            return jnp.fft.irfftn(normal * jnp.fft.rfftn(z, axes=axes) - back, s=grid, axes=axes)
 
     def body(_, carry):
         x, z, t = carry
@@ -552,7 +596,7 @@ def project_tikhonov(
 
     x = jnp.maximum(x0, lower)
     x, _, _ = jax.lax.fori_loop(0, iterations, body, (x, x, jnp.float32(1.0)))
-    window = tuple(slice(k, k + n) for k, n in zip(psf.shape, image.shape[1:], strict=True))
+    window = tuple(slice(lo, lo + n) for (lo, _), n in zip(ext, shape, strict=True))
     return x[(slice(None), *window)]
 
 
@@ -587,6 +631,7 @@ def nonnegative_tikhonov(
     regularizer: str = "laplacian",
     iterations: int = 50,
     sparsity: float | str = 0.0,
+    boundary: str = "auto",
 ) -> np.ndarray:
     """Tikhonov deconvolution constrained to ``x >= lower`` (module docstring).
 
@@ -606,6 +651,9 @@ def nonnegative_tikhonov(
       sparsity: the ℓ1 weight ``μ >= 0`` (in the image's intensity units; the objective
         of :func:`project_tikhonov`), or "auto" for :func:`choose_sparsity`'s rule.
         0 (default): the plain constrained Tikhonov problem.
+      boundary: "auto" (default) or "mirror": how the sample beyond the image enters
+        the problem (:func:`project_tikhonov`); "mirror" is this function's behaviour
+        before the free boundary.
 
     Returns:
       The deconvolved image, float32, the image's shape and intensity scale, ``>= lower``.
@@ -624,6 +672,7 @@ def nonnegative_tikhonov(
     arr, kernel = _image_and_psf(image, psf)
     _check_choice("regularizer", regularizer, REGULARIZERS)
     _check_integer(iterations, "iterations", minimum=0)
+    _check_choice("boundary", boundary, BOUNDARIES)
     if lower is None:
         lower = float(arr.min())
     elif not (isinstance(lower, numbers.Real) and math.isfinite(lower)):
@@ -653,6 +702,7 @@ def nonnegative_tikhonov(
         iterations=int(iterations),
         regularizer=regularizer,
         sparsity=float(sparsity),
+        boundary=boundary,
     )
     return np.asarray(out[0], dtype=np.float32)
 
