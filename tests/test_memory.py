@@ -160,7 +160,10 @@ def test_tiled_inference_memory_is_bounded_by_a_few_tiles():
         bytes_per_pixel=tile_bytes_per_pixel(model.config.unet(2)),
     )
     assert window is not None and window < 400  # the budget forces tiling
-    jdeconv.deconvolve(image[:64, :64], model, max_memory=max_memory)  # compile first
+    # Compile every tile shape first: Python's allocations while tracing count in the
+    # peak (a 64² warm-up left the edge tiles' compilation inside the measurement, and a
+    # CI run measured 5 KB over the bound).
+    jdeconv.deconvolve(image, model, max_memory=max_memory)
 
     out, peak = _peak_numpy_bytes(lambda: jdeconv.deconvolve(image, model, max_memory=max_memory))
     assert out.shape == image.shape and out.dtype == np.float32
