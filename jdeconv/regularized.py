@@ -527,10 +527,10 @@ def project_tikhonov(
       images, zero outside the image as in the papers' degradation) the free extension
       raised the default anchor's PSNR by +0.20 dB on average (worst −0.05), and by
       +0.03 (worst −0.13) where the sample continues beyond the image (blurred on 320²,
-      cropped to 256²). On the twelve 3D development volumes (32×96×96, 17³ and 31³
-      PSFs) freeing every axis lost up to 0.9 dB (z is shorter than twice the PSF), and
-      freeing the lateral axes only gained +0.03 dB for twice the anchor's time, so 3D
-      stays mirrored.
+      cropped to 256²; ``benchmarks/boundary.py``). On the twelve 3D development volumes
+      (32×96×96, 17³ and 31³ PSFs; scratch runs, not committed) freeing every axis lost
+      up to 0.9 dB (z is shorter than twice the PSF), and freeing the lateral axes only
+      gained +0.03 dB for twice the anchor's time, so 3D stays mirrored.
 
     ``start=None`` starts from the linear Tikhonov solution of :func:`tikhonov` (its own
     FFT grid, cropped to the image, then extended by mirror reflection like the data:

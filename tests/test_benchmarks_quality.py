@@ -199,3 +199,34 @@ def test_quality3d_fits_the_default_on_the_chosen_volumes(tmp_path, shared_data)
     assert any(
         line.startswith("| gl_3d_17/paper/puncta |") and kept in line for line in md.splitlines()
     )
+
+
+def test_boundary_tiny(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "boundary.py"),
+            "--tiny",
+            "--out",
+            str(tmp_path),
+            "--data",
+            str(tmp_path / "no-data"),  # phantoms and model PSFs only
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=BENCHMARKS.parent,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    result = json.loads((tmp_path / "boundary-2d-tiny.json").read_text())
+    assert {r["variant"] for r in result["records"]} == {"zero", "outside"}
+    for variant, s in result["summary"].items():
+        rows = [r for r in result["records"] if r["variant"] == variant]
+        gains = [r["auto"]["psnr"] - r["mirror"]["psnr"] for r in rows]
+        assert s["n"] == len(rows) == 4
+        assert math.isclose(s["mean_gain"], sum(gains) / len(gains), abs_tol=1e-9)
+        assert s["worst_gain"] == min(gains)
+    # The papers' zero fill is where the mirror errs most (the docstring's point).
+    assert result["summary"]["zero"]["mean_gain"] > 0
+    text = (tmp_path / "boundary-2d-tiny.md").read_text()
+    assert "| zero fill, 64² (quality.py's) | 4 |" in text
