@@ -551,10 +551,9 @@ def project_tikhonov(
     shape = image.shape[1:]
     large = all(n >= 2 * k for n, k in zip(shape, psf.shape, strict=True))
     free = boundary == "auto" and ndim == 2 and large
-    ext = [
-        (k, scipy.fft.next_fast_len(n + 2 * k, real=True) - n - k) if free else (k, k)
-        for n, k in zip(shape, psf.shape, strict=True)
-    ]
+    # Free: tikhonov's grid (the PSF's size on each side, filled to a fast FFT length);
+    # mirror: the PSF's size on each side exactly.
+    ext = _extension(shape, psf.shape, "reflect")[1] if free else [(k, k) for k in psf.shape]
     pads = [(0, 0), *ext]
     # Free: zeros beyond the image, outside the data term; mirror: the data reflected.
     y = jnp.pad(image.astype(jnp.float32), pads, mode="constant" if free else "symmetric")
@@ -562,7 +561,6 @@ def project_tikhonov(
     axes = tuple(range(1, ndim + 1))
     otf, normal = _transfer(psf, grid, weight, regularizer)
     step = 1.0 / jnp.max(normal)
-    back = jnp.conj(otf) * jnp.fft.rfftn(y, axes=axes)
     if start is None:
         # Not the linear solution on this grid: that one differs near the borders, and
         # with a PSF as long as the image (31 planes of 32) 50 steps from it ended
@@ -584,6 +582,7 @@ def project_tikhonov(
             )
 
     else:
+        back = jnp.conj(otf) * jnp.fft.rfftn(y, axes=axes)
 
         def gradient(z):
             return jnp.fft.irfftn(normal * jnp.fft.rfftn(z, axes=axes) - back, s=grid, axes=axes)
