@@ -46,7 +46,8 @@ Usage (from the repository root; the reference data default to ``../shared/data`
 ``--cells`` takes ``PSF/NOISE/CONTENT`` patterns with shell wildcards; ``--images``
 restricts to named images. Writes ``quality-<tag>.md`` and ``.json`` to ``--out``
 (default benchmarks/results), rewritten after every image, so a run that is cut off
-keeps its finished images.
+keeps its finished images; images run one per cell in turn (every cell's first image, then
+every cell's second, ...), so a cut-off run covers the cells evenly.
 
 Expected runtime (one CPU core shared with other jobs): classical methods ~1-2 s per
 256² image after compilation, the full matrix (180 images) in ~5 min; a default jdeconv
@@ -168,6 +169,23 @@ def select_cases(cells: list[str] | None, images: list[str] | None, base=None):
     if not cases:
         raise SystemExit("no case matches --cells/--images")
     return cases
+
+
+def run_order(cases: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """``cases`` reordered so that every cell's first image runs before any cell's second.
+
+    A long run that is cut off (and resumed later with ``--resume``) then covers every
+    cell it reached evenly rather than the first PSFs whole. Results are written in the
+    matrix order whatever the run order.
+    """
+    kind = {spec.name: spec.kind for spec in X.IMAGES}
+    seen: dict[tuple[str, str, str], int] = {}
+    rank = []
+    for case in cases:
+        cell = (case[0], case[1], kind[case[2]])
+        rank.append(seen.get(cell, 0))
+        seen[cell] = rank[-1] + 1
+    return [c for _, _, c in sorted(zip(rank, range(len(cases)), cases, strict=True))]
 
 
 def noise_key(seed: int, case: tuple[str, str, str]):
@@ -739,9 +757,12 @@ def main(argv=None) -> dict:
     finished = _resumed(stem.with_suffix(".json"), result) if args.resume else {}
     truths: dict[str, np.ndarray] = {}
     t_run = time.perf_counter()
-    for done, case in enumerate(args.cases, 1):
+    position = {"/".join(c): i for i, c in enumerate(args.cases)}
+    for case in args.cases:
         if "/".join(case) in finished:
             result["images"].append(finished["/".join(case)])
+    for case in run_order(args.cases):
+        if "/".join(case) in finished:
             continue
         psf_name, noise_name, image_name = case
         t_image = time.perf_counter()
@@ -778,6 +799,8 @@ def main(argv=None) -> dict:
         deltas(entry, args.learned)
         entry["seconds"] = time.perf_counter() - t_image
         result["images"].append(entry)
+        result["images"].sort(key=lambda e: position[e["case"]])
+        done = len(result["images"])
         result["summary"] = summarise(result["images"], [*CLASSICAL, *args.learned], args.learned)
         result["status"] = "complete" if done == len(args.cases) else "partial"
         result["elapsed_s"] = time.perf_counter() - t_run

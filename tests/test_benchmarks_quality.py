@@ -5,6 +5,7 @@ tiny cases use phantoms and model PSFs only, so no reference data are needed; ab
 minute on a 2-core CPU (the one jdeconv fit compiles), seconds with --classical-only.
 """
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -127,6 +128,24 @@ def test_quality_resume_keeps_finished_images(tmp_path):
     )
     assert proc.returncode == 1 and "was run with other settings" in proc.stderr
     assert "use another --tag or drop --resume" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_full_run_order_visits_every_cell_before_any_cell_twice():
+    if str(BENCHMARKS) not in sys.path:
+        sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location("bench_quality", BENCHMARKS / "quality.py")
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    cases = quality.all_cases()
+    order = quality.run_order(cases)
+    assert sorted(order) == sorted(cases) and len(order) == len(cases)
+    kind = {s.name: s.kind for s in quality.X.IMAGES}
+    cells = [(p, n, kind[i]) for p, n, i in order]
+    n_cells = len(set(cells))
+    assert len(set(cells[:n_cells])) == n_cells  # one image of each cell first
+    # Within a round, the matrix order is kept (PSF outermost).
+    first_round = order[:n_cells]
+    assert first_round == sorted(first_round, key=cases.index)
 
 
 def _script(name: str, out: Path, *args: str) -> tuple[dict, str]:
