@@ -16,6 +16,8 @@ Usage (from the repository root)::
 
     python benchmarks/quality3d.py --tag classical-3d     # 12 volumes, ~10 min on 2 cores
     python benchmarks/quality3d.py --fit 4 --tag default-3d  # plus 4 default fits (~1 h)
+    python benchmarks/quality3d.py --fit 12 --tag default-3d-all --resume  # every volume;
+        # cut off, the same command again keeps the finished volumes and runs the rest
 
 Writes ``quality3d-<tag>.md`` and ``.json`` to ``--out`` (default benchmarks/results).
 """
@@ -103,6 +105,7 @@ def main(argv=None) -> dict:
         lambda case: run_case(case, args),
         result,
         stem,
+        resume=args.resume,
         title="Quality, 3D (classical methods): phantoms × Gibson-Lanni PSFs × noise",
         script="quality3d.py",
     )

@@ -183,6 +183,37 @@ def test_independent_check_runs_on_samples_nothing_was_tuned_on(tmp_path):
     assert "## Every image" in md and "gauss1.5/offset/hubble" in md
 
 
+def test_independent_resume_runs_only_the_missing_cases(tmp_path):
+    args = ["--images", "camera", "--psfs", "gauss1.5", "--noises", "moderate", "offset"]
+    args += ["--size", "48", "--rl-max", "2", "--tag", "r"]
+    full, _ = _script("independent", tmp_path, *args)
+    path = tmp_path / "independent-r.json"
+    # As if cut off after the first case, whose record is marked to see it kept as is.
+    first, second = full["images"]
+    first["seconds"] = -1.0
+    path.write_text(json.dumps({**full, "status": "partial", "images": [first]}))
+    resumed, md = _script("independent", tmp_path, *args, "--resume")
+    assert resumed["status"] == "complete"
+    assert [e["case"] for e in resumed["images"]] == [first["case"], second["case"]]
+    assert resumed["images"][0] == first  # kept, not recomputed
+    assert (
+        resumed["images"][1]["methods"]["rl_oracle"]["psnr"]
+        == second["methods"]["rl_oracle"]["psnr"]
+    )
+    assert resumed["config"]["resumed"]["cases"] == [first["case"]]
+    assert "Resumed (`--resume`): 1 cases" in md
+    # Other settings: refused, not mixed into one table.
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "independent.py"), *args, "--resume", "--size", "40"]
+        + ["--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=BENCHMARKS.parent,
+    )
+    assert proc.returncode == 1 and "was run with other settings (['size'])" in proc.stderr
+
+
 def test_quality3d_runs_the_classical_methods_on_volumes(tmp_path, shared_data):
     args = ["--shape", "18", "24", "24", "--psfs", "gl_3d_17", "--noises", "paper"]
     args += ["--phantoms", "puncta", "--rl-max", "2", "--data", str(shared_data)]
