@@ -222,6 +222,13 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write_text(path, json.dumps(_finite(data), indent=1, default=_json_default) + "\n")
 
 
+def write_results(stem: Path, result: dict, markdown: str) -> None:
+    """``<stem>.json`` (``result``) and ``<stem>.md`` (``markdown``), each written atomically."""
+    write_json(stem.with_suffix(".json"), result)
+    atomic_write_text(stem.with_suffix(".md"), markdown)
+    print(f"wrote {stem}.md/.json", flush=True)
+
+
 def save_figure(fig, path: Path) -> None:
     _files.atomic_write(
         path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")

@@ -143,9 +143,7 @@ def main(argv=None) -> dict:
     }
     result["elapsed_s"] = time.perf_counter() - t0
     stem = C.output_stem(args.out, NAME, "2d-tiny" if args.tiny else "2d")
-    C.write_json(stem.with_suffix(".json"), result)
-    C.atomic_write_text(stem.with_suffix(".md"), markdown(result))
-    print(f"wrote {stem}.md/.json in {result['elapsed_s']:.0f} s")
+    C.write_results(stem, result, markdown(result))
     return result
 
 

@@ -179,9 +179,7 @@ def main(argv=None) -> dict:
     }
     tag = "-".join(x for x in (result["machine"]["platform"], "quick" if args.quick else "") if x)
     stem = C.output_stem(args.out, NAME, tag)
-    C.write_json(stem.with_suffix(".json"), result)
-    C.atomic_write_text(stem.with_suffix(".md"), markdown(result))
-    print(f"wrote {stem}.md/.json")
+    C.write_results(stem, result, markdown(result))
     return result
 
 

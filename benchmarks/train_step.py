@@ -44,11 +44,10 @@ import jax.numpy as jnp  # noqa: E402
 from _common import (  # noqa: E402
     DEFAULT_DATA,
     DEFAULT_OUT,
-    atomic_write_text,
     machine_info,
     machine_lines,
     table,
-    write_json,
+    write_results,
 )
 
 from jdeconv import Config  # noqa: E402
@@ -241,9 +240,7 @@ def main(argv=None) -> dict:
     suffix = "-quick" if args.quick else ""
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"train_step-{device}{suffix}"
-    write_json(stem.with_suffix(".json"), result)
-    atomic_write_text(stem.with_suffix(".md"), markdown(result))
-    print(f"wrote {stem}.md/.json")
+    write_results(stem, result, markdown(result))
     return result
 
 
