@@ -74,6 +74,17 @@ def test_quality_tiny(tmp_path):
     assert summary["default"]["n_images"] == 2
     assert 0 <= summary["default"]["wins_vs_best_oracle"] <= 2
     assert summary["default"]["worst"]["case"] in cfg["cases"]
+    # Issue 10's targets, recomputed here from the per-image records.
+    d_rl = {e["case"]: e["methods"]["default"]["dpsnr_vs_rl_oracle"] for e in result["images"]}
+    d_best = [e["methods"]["default"]["dpsnr_vs_best_oracle"] for e in result["images"]]
+    targets = summary["default"]
+    assert targets["n_cells"] == 2  # the two tiny cases are in different cells
+    assert targets["cells_ahead_of_rl_oracle"] == sum(d > 0 for d in d_rl.values())
+    assert targets["cells_ahead_of_best_oracle"] == sum(d > 0 for d in d_best)
+    assert targets["below_rl_oracle_by_0.3"] == sum(d < -0.3 for d in d_rl.values())
+    worst = min(d_rl, key=d_rl.get)
+    assert targets["worst_vs_rl_oracle"] == {"case": worst, "dpsnr_vs_rl_oracle": d_rl[worst]}
+    assert "Issue 10's targets: ahead of the RL oracle on the mean of" in md
     assert set(summary["gt_free_vs_oracle"]) == {"tik_lap_gcv", "tik_id_disc", "rl_disc"}
     for heading in (
         "## Protocol",
