@@ -39,7 +39,8 @@ classical method. jdeconv uses no ground truth.
 Usage (from the repository root; the reference data default to ``../shared/data``)::
 
     python benchmarks/quality.py --classical-only --tag classical-2d   # full matrix, no training
-    python benchmarks/quality.py --quick --tag quick-2d      # 10 jdeconv fits, ~1 h, 1 core
+    python benchmarks/quality.py --quick --tag quick-2d      # 10 jdeconv fits, ~15 min
+    python benchmarks/quality.py --tag full-2d --resume      # 180 fits, ~3.5-4 h; resumable
     python benchmarks/quality.py --cells 'ssi_ring/*/puncta' --set steps=500 --tag my-test
     python benchmarks/quality.py --tiny                      # a few seconds, for the tests
 
@@ -51,7 +52,8 @@ every cell's second, ...), so a cut-off run covers the cells evenly.
 
 Expected runtime (one CPU core shared with other jobs): classical methods ~1-2 s per
 256² image after compilation, the full matrix (180 images) in ~5 min; a default jdeconv
-fit (300 steps) ~5-10 min per image, so --quick takes about an hour. ``--resume`` keeps
+fit (stopped early, usually at step 100) 47-250 s per image on 2 cores (77 s on average),
+so --quick takes ~15 min and the full matrix ~3.5-4 h. ``--resume`` keeps
 the finished images of an earlier run with the same tag and settings and runs the rest.
 """
 
