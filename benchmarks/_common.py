@@ -229,6 +229,28 @@ def write_results(stem: Path, result: dict, markdown: str) -> None:
     print(f"wrote {stem}.md/.json", flush=True)
 
 
+def earlier_run(path: Path, config: dict, keys=None) -> dict | None:
+    """The results of an earlier run at ``path``, for ``--resume`` (None if there is none).
+
+    Refused (SystemExit) when its config differs from ``config`` on ``keys`` (default:
+    every key of either but ``resumed``), compared as JSON stores them: finished cases
+    run with other settings would make a silently wrong table.
+    """
+    if not path.is_file():
+        return None
+    earlier = json.loads(path.read_text())
+    now = json.loads(json.dumps(_finite(config), default=_json_default))
+    if keys is None:
+        keys = sorted((set(now) | set(earlier["config"])) - {"resumed"})
+    different = [k for k in keys if earlier["config"].get(k) != now.get(k)]
+    if different:
+        raise SystemExit(
+            f"--resume: {path} was run with other settings ({different}); "
+            "use another --tag or drop --resume"
+        )
+    return earlier
+
+
 def save_figure(fig, path: Path) -> None:
     _files.atomic_write(
         path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")

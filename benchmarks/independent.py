@@ -35,7 +35,6 @@ Writes ``independent-<tag>.md`` and ``.json`` to ``--out`` (default benchmarks/r
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -436,25 +435,11 @@ def new_result(name: str, args, **config) -> dict:
 
 
 def finished_cases(path: Path, result: dict) -> dict[str, dict]:
-    """The finished cases of an earlier run at ``path`` (by case name), for ``--resume``.
-
-    Refused (SystemExit) if that run's settings differ from ``result``'s: mixing cases run
-    with other settings would make a silently wrong table.
-    """
-    if not path.is_file():
+    """The finished cases of an earlier run at ``path`` (by case name), for ``--resume``
+    (refused if its settings differ: :func:`_common.earlier_run`)."""
+    earlier = C.earlier_run(path, result["config"])
+    if earlier is None:
         return {}
-    earlier = json.loads(path.read_text())
-    config = json.loads(json.dumps(C._finite(result["config"]), default=C._json_default))
-    different = sorted(
-        k
-        for k in set(config) | set(earlier["config"])
-        if k != "resumed" and config.get(k) != earlier["config"].get(k)
-    )
-    if different:
-        raise SystemExit(
-            f"--resume: {path} was run with other settings ({different}); "
-            "use another --tag or drop --resume"
-        )
     kept = {e["case"]: e for e in earlier["images"]}
     runs = earlier["config"].get("resumed", {}).get("runs", [])
     runs = [*runs, {"machine": earlier["machine"], "elapsed_s": earlier.get("elapsed_s")}]
@@ -472,6 +457,7 @@ def run_all(cases, run, result: dict, stem: Path, *, resume=False, **markdown) -
     t_run = time.perf_counter()
     finished = finished_cases(stem.with_suffix(".json"), result) if resume else {}
     names = ["/".join(c) for c in cases]
+    position = {n: i for i, n in enumerate(names)}
     result["images"] = [finished[n] for n in names if n in finished]
     if finished and len(result["images"]) == len(cases):
         result["status"] = "complete"
@@ -483,7 +469,7 @@ def run_all(cases, run, result: dict, stem: Path, *, resume=False, **markdown) -
             continue
         entry = run(case)
         result["images"].append(entry)
-        result["images"].sort(key=lambda e: names.index(e["case"]))
+        result["images"].sort(key=lambda e: position[e["case"]])
         done = len(result["images"])
         result["status"] = "complete" if done == len(cases) else "partial"
         result["summary"] = {m: compare(result["images"], m) for m in (*SUMMARY, "default")}

@@ -873,18 +873,10 @@ _RESUME_KEYS = (
 
 def _resumed(path: Path, result: dict) -> dict[str, dict]:
     """The finished images of an earlier run at ``path``, by case, if its settings match."""
-    if not path.is_file():
-        return {}
-    import json
-
-    earlier = json.loads(path.read_text())
     cfg = result["config"]
-    different = [k for k in _RESUME_KEYS if earlier["config"].get(k) != cfg[k]]
-    if different:
-        raise SystemExit(
-            f"--resume: {path} was run with other settings ({different}); "
-            "use another --tag or drop --resume"
-        )
+    earlier = C.earlier_run(path, cfg, _RESUME_KEYS)
+    if earlier is None:
+        return {}
     wanted = set(cfg["cases"])
     kept = {e["case"]: e for e in earlier["images"] if e["case"] in wanted}
     cfg["learned_padding"] = list(earlier["config"].get("learned_padding", []))
