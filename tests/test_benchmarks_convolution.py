@@ -1,6 +1,5 @@
 """The convolution benchmark's --quick mode runs and writes sane results; auto's rule."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -88,21 +87,6 @@ def test_quick_benchmark_writes_results(tmp_path):
     assert "## Whole train step: FFT vs direct forward model" in markdown
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _load_script():
-    return _load(SCRIPT, "convolution_benchmark")
-
-
-def _load_timing():
-    return _load(SCRIPT.with_name("_timing.py"), "benchmark_timing")
-
-
 class FakeClock:
     """A clock that moves only when a stand-in function runs: timings known exactly."""
 
@@ -133,8 +117,8 @@ def _stand_in(name: str, seconds: float, clock: FakeClock, log: list):
 MS = 2.0**-10  # about a millisecond
 
 
-def test_ab_ratio_alternates_and_measures_the_ratio():
-    timing, clock, log = _load_timing(), FakeClock(), []
+def test_ab_ratio_alternates_and_measures_the_ratio(load_benchmark):
+    timing, clock, log = load_benchmark("_timing"), FakeClock(), []
     a, b = _stand_in("a", 4 * MS, clock, log), _stand_in("b", 2 * MS, clock, log)
     ab = timing.ab_ratio(a, b, (), pairs=4, half=3 * MS, budget=1.0, clock=clock)
     assert ab == {"ratio": 2.0, "pairs": 4, "calls": 2}  # 2 calls of >= 2 ms make a 3 ms half
@@ -146,11 +130,11 @@ def test_ab_ratio_alternates_and_measures_the_ratio():
     assert log == ["a", "b"]
 
 
-def test_ab_ratio_is_the_median_of_the_pairs():
+def test_ab_ratio_is_the_median_of_the_pairs(load_benchmark):
     # The machine is twice as slow during the second pair: both halves of that pair see
     # it, so its ratio stays 2. One call of b in the fourth pair takes 8x: that pair's
     # ratio drops to 4/9, and the median ignores it.
-    timing, clock, log = _load_timing(), FakeClock(), []
+    timing, clock, log = load_benchmark("_timing"), FakeClock(), []
     # Call numbers: 0-1 the estimates, then 4 per pair (pair i: 2 + 4i to 5 + 4i).
     slowdown = {6: 2, 7: 2, 8: 2, 9: 2, 14: 8}
 
@@ -168,8 +152,8 @@ def test_ab_ratio_is_the_median_of_the_pairs():
     assert ab == {"ratio": 2.0, "pairs": 5, "calls": 2}
 
 
-def test_measure_point_batches_fast_calls_and_rotates():
-    timing, clock, order = _load_timing(), FakeClock(), []
+def test_measure_point_batches_fast_calls_and_rotates(load_benchmark):
+    timing, clock, order = load_benchmark("_timing"), FakeClock(), []
     durations = {"fast": MS, "slow": 32 * MS, "too_slow": 512 * MS}
     compiled = {name: _stand_in(name, t, clock, order) for name, t in durations.items()}
     point = timing.measure_point(compiled, (), repeats=3, budget=0.4, min_sample=0.01, clock=clock)
@@ -191,8 +175,8 @@ def test_measure_point_batches_fast_calls_and_rotates():
     assert order == warm_up + rounds
 
 
-def test_missing_reference_psfs_is_a_clear_error(tmp_path, capsys):
-    bench = _load_script()
+def test_missing_reference_psfs_is_a_clear_error(tmp_path, capsys, load_benchmark):
+    bench = load_benchmark("convolution")
     with pytest.raises(SystemExit) as info:
         bench.parse_args(["--data", str(tmp_path)])
     assert info.value.code == 2

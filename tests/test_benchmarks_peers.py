@@ -18,22 +18,13 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _load(name: str):
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _needs(*modules: str):
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     return pytest.mark.skipif(bool(missing), reason=f"optional peers extra: {missing} missing")
 
 
-def test_torch_reference_arguments_and_cases_without_torch(monkeypatch, capsys):
-    ref = _load("torch_reference")
+def test_torch_reference_arguments_and_cases_without_torch(monkeypatch, capsys, load_benchmark):
+    ref = load_benchmark("torch_reference")
     args = ref.parse_args(["--quick", "--cases", "3d", "2d", "--set", "steps=7"])
     cases = ref.case_settings(args)
     assert [c[0] for c in cases] == ["3d-default", "2d-default"]
@@ -56,9 +47,9 @@ def test_torch_reference_arguments_and_cases_without_torch(monkeypatch, capsys):
         ref.main(["--quick", "--no-quality"])
 
 
-def test_peers_arguments_and_case_list_without_torch(tmp_path, capsys):
-    peers = _load("peers")
-    quality = _load("quality")
+def test_peers_arguments_and_case_list_without_torch(tmp_path, capsys, load_benchmark):
+    peers = load_benchmark("peers")
+    quality = load_benchmark("quality")
     args = peers.parse_args(["--out", str(tmp_path)])
     assert args.cases == list(quality.QUICK_CASES) and args.tag == "quick-2d"
     assert args.methods == ["wiener", "rl", "spitfire", "ssnn"] and args.epochs == 25
@@ -86,8 +77,8 @@ def test_peers_arguments_and_case_list_without_torch(tmp_path, capsys):
     assert len({v.tobytes() for v in views}) == 8
 
 
-def test_peers_reads_the_newest_reference_per_case(tmp_path):
-    peers = _load("peers")
+def test_peers_reads_the_newest_reference_per_case(tmp_path, load_benchmark):
+    peers = load_benchmark("peers")
 
     def write(name, date, psnr):
         entry = {"case": "a/b/c", "input_psnr": 10.0, "methods": {"default": {"psnr": psnr}}}
@@ -103,7 +94,7 @@ def test_peers_reads_the_newest_reference_per_case(tmp_path):
 
 @_needs("torch")
 @pytest.mark.parametrize("ndim", [2, 3])
-def test_torch_reference_matches_jdeconv(ndim):
+def test_torch_reference_matches_jdeconv(ndim, load_benchmark):
     # Same parameters in both networks: same output; and the same blur and loss terms.
     import jax
     import jax.numpy as jnp
@@ -115,7 +106,7 @@ def test_torch_reference_matches_jdeconv(ndim):
     from jdeconv.psf import gaussian_psf
     from jdeconv.unet import apply_network, init_unet
 
-    ref = _load("torch_reference")
+    ref = load_benchmark("torch_reference")
     shape = (16, 16) if ndim == 2 else (8, 16, 16)
     cfg = Config.default(ndim, backend="cpu").replace(base_channels=4, depth=2)
     graphdef, params = init_unet(0, cfg.unet(ndim))
@@ -249,8 +240,8 @@ def test_peers_tiny_runs(tmp_path):
     assert "sdeconv self-supervised NN" in (tmp_path / "peers-tiny.md").read_text()
 
 
-def test_train_step_torch_arguments(capsys):
-    bench = _load("train_step")
+def test_train_step_torch_arguments(capsys, load_benchmark):
+    bench = load_benchmark("train_step")
     args = bench.parse_args(["--quick", "--torch", "--threads", "1"])
     assert args.torch and args.threads == 1
     assert not bench.parse_args(["--quick"]).torch
@@ -260,8 +251,8 @@ def test_train_step_torch_arguments(capsys):
 
 
 @_needs("torch")
-def test_train_step_times_the_torch_reference_beside_jdeconv():
-    bench = _load("train_step")
+def test_train_step_times_the_torch_reference_beside_jdeconv(load_benchmark):
+    bench = load_benchmark("train_step")
     beside = bench.torch_side_by_side(bench.parse_args(["--quick", "--torch", "--threads", "1"]))
     assert beside["torch_threads"] == 1
     records = beside["torch_records"]
@@ -271,7 +262,7 @@ def test_train_step_times_the_torch_reference_beside_jdeconv():
         assert r["ratio_median"] == pytest.approx(
             r["jdeconv"]["median_s"] / r["pytorch"]["median_s"]
         )
-    result = {"device": "cpu", "machine": _load("_common").machine_info(), "note": ""}
+    result = {"device": "cpu", "machine": load_benchmark("_common").machine_info(), "note": ""}
     text = bench.markdown({**result, "records": [], **beside})
     assert "| 2d-default | noise2same_d" in text and "ratio (medians)" in text
     assert f"PyTorch {beside['torch']}, torch threads: 1;" in text

@@ -5,7 +5,6 @@ tiny cases use phantoms and model PSFs only, so no reference data are needed; ab
 minute on a 2-core CPU (the one jdeconv fit compiles), seconds with --classical-only.
 """
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -141,12 +140,8 @@ def test_quality_resume_keeps_finished_images(tmp_path):
     assert "use another --tag or drop --resume" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_full_run_order_visits_every_cell_before_any_cell_twice():
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("bench_quality", BENCHMARKS / "quality.py")
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
+def test_full_run_order_visits_every_cell_before_any_cell_twice(load_benchmark):
+    quality = load_benchmark("quality")
     cases = quality.all_cases()
     order = quality.run_order(cases)
     assert sorted(order) == sorted(cases) and len(order) == len(cases)
