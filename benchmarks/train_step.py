@@ -49,12 +49,15 @@ from _common import (  # noqa: E402
     table,
     write_results,
 )
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from jdeconv import Config  # noqa: E402
+from jdeconv.devices import training_devices, use_cpu_devices  # noqa: E402
 from jdeconv.forward import make_forward  # noqa: E402
 from jdeconv.losses import make_loss  # noqa: E402
 from jdeconv.psf import gaussian_psf  # noqa: E402
-from jdeconv.train import init_state, make_optimizer, make_train_step  # noqa: E402
+from jdeconv.train import batch_mesh, init_state, make_optimizer, make_train_step  # noqa: E402
 from jdeconv.unet import init_unet  # noqa: E402
 
 REFERENCE_PSFS = ("ssi_2d_17.npy", "gl_3d_17.npy", "gl_3d_31.npy")  # in <data>/psf
@@ -69,12 +72,21 @@ def build_step(cfg: Config, psf: np.ndarray, image_shape, *, method: str, conv3d
     tx = make_optimizer(cfg)
     g = make_forward(psf, cfg.patch_shape(ndim), method=method, padding=cfg.padding)
     loss = make_loss(cfg.loss, defaults={"lower": -3.0, "upper": 3.0})
+    mesh = batch_mesh(cfg.batch_size, devices=training_devices(cfg.batch_size))
     step = make_train_step(
-        graphdef, loss, tx, batch_size=cfg.batch_size, masks=cfg.masks, crop_border=cfg.crop_border
+        graphdef,
+        loss,
+        tx,
+        batch_size=cfg.batch_size,
+        masks=cfg.masks,
+        crop_border=cfg.crop_border,
+        mesh=mesh,
     )
     state = init_state(params, tx)
     image = jax.random.normal(jax.random.key(1), image_shape, jnp.float32)
     key = jax.random.key(0)
+    if mesh is not None:  # data parallel over the devices, everything else replicated
+        key, state, image, g = jax.device_put((key, state, image, g), NamedSharding(mesh, P()))
     return (lambda state: (key, state, image, g)), step, state
 
 
@@ -192,8 +204,18 @@ def parse_args(argv=None):
         help="also time the PyTorch reference of the default steps in this run (peers extra)",
     )
     p.add_argument("--threads", type=int, help="with --torch: torch threads (default: all)")
+    p.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=1,
+        help="split the CPU into N JAX devices (jdeconv.use_cpu_devices; the command line's "
+        "default on 2 cores is 2) and train data-parallel on them; results go to "
+        "train_step-cpu-devicesN when N > 1",
+    )
     p.add_argument("--note", default="", help="free text for the results header")
     args = p.parse_args(argv)
+    if args.cpu_devices < 1:
+        p.error("--cpu-devices must be at least 1")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be at least 1")
     missing = [str(f) for n in REFERENCE_PSFS if not (f := args.data / "psf" / n).is_file()]
@@ -204,6 +226,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.cpu_devices > 1:
+        use_cpu_devices(args.cpu_devices)  # before JAX starts its CPU backend
     device = jax.devices()[0].platform
     if not args.quick:  # the quick mode generates its PSFs and needs no data
         psf2, psf17, psf31 = (np.load(args.data / "psf" / name) for name in REFERENCE_PSFS)
@@ -233,11 +257,14 @@ def main(argv=None) -> dict:
         "device": device,
         "quick": args.quick,
         "note": args.note,
+        "devices": len(training_devices(cfg2.batch_size)),
         "machine": machine_info(),
         "records": records,
         **(beside or {}),
     }
-    suffix = "-quick" if args.quick else ""
+    suffix = ("-quick" if args.quick else "") + (
+        f"-devices{args.cpu_devices}" if args.cpu_devices > 1 else ""
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"train_step-{device}{suffix}"
     write_results(stem, result, markdown(result))
@@ -289,6 +316,15 @@ def markdown(result: dict) -> str:
         "",
         *machine_lines(result["machine"]),
         *([f"- note: {result['note']}"] if result["note"] else []),
+        *(
+            [
+                f"- jdeconv trains data-parallel on {result['devices']} CPU devices "
+                "(`--cpu-devices`, `jdeconv.use_cpu_devices`): the batch sharded, one "
+                "compiled step; PyTorch as before"
+            ]
+            if result.get("devices", 1) > 1
+            else []
+        ),
         "",
         *table(
             [

@@ -10,6 +10,8 @@ Public API (see README.md):
 - modules ``psf``, ``masks``, ``losses``, ``metrics``, ``simulate``, ``unet``, ``train``,
   ``stages`` (prepare → train → infer), ``selection``, ``symmetry``, ``model``.
 - ``richardson_lucy`` (classical baseline).
+- ``use_cpu_devices()``: split the CPU into JAX devices for data-parallel training (about
+  1.4× faster steps on 2 cores); call it before any JAX computation.
 
 Example:
   >>> import jdeconv
@@ -41,6 +43,7 @@ _NAMES = {
     "ForwardModel": ".forward",
     "make_forward": ".forward",
     "check_adjoint": ".forward",
+    "use_cpu_devices": ".devices",
 }
 
 __all__ = [
@@ -67,6 +70,7 @@ __all__ = [
     "stages",
     "symmetry",
     "unet",
+    "use_cpu_devices",
     "__version__",
 ]
 

@@ -36,6 +36,7 @@ from ._checks import (
     loss_patch_floor,
 )
 from .config import Config
+from .devices import training_devices
 from .forward import ForwardModel, make_forward
 from .losses import Loss, make_loss
 from .model import FittedModel
@@ -584,8 +585,9 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
 
     With more than one device (``jax.devices()``; across hosts after
     ``jax.distributed.initialize()``), the batch of patches is sharded over all of them
-    and everything else replicated; ``batch_size`` must be a multiple of the device
-    count. ``timings["devices"]`` says how many trained.
+    and everything else replicated; ``batch_size`` must be a multiple of the accelerator
+    count (a CPU split by :func:`jdeconv.use_cpu_devices` uses the most of its devices
+    that divide it). ``timings["devices"]`` says how many trained.
 
     Args:
       prepared: from :func:`prepare`.
@@ -607,7 +609,7 @@ def train(prepared: Prepared, *, verbose: bool = True, callback=None) -> Trained
       [1, 2]
     """
     cfg, ndim = prepared.cfg, prepared.ndim
-    mesh = batch_mesh(cfg.data.batch_size)  # None on one device
+    mesh = batch_mesh(cfg.data.batch_size, devices=training_devices(cfg.data.batch_size))
     graphdef, params = init_unet(cfg.seed, cfg.unet(ndim))
     if prepared.anchor is not None:
         nonneg = cfg.network.anchor == "nonneg_tikhonov"

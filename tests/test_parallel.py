@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 import jdeconv
 from jdeconv import Config
@@ -31,6 +32,7 @@ from jdeconv import Config
 from jdeconv.forward import make_forward
 from jdeconv.losses import make_loss
 from jdeconv.psf import gaussian_psf
+from jdeconv.devices import training_devices
 from jdeconv.train import batch_mesh, init_state, make_optimizer, make_train_step
 from jdeconv.unet import init_unet
 
@@ -82,6 +84,7 @@ print("RESULT" + json.dumps({
     ),
     "param_devices": len(jax.tree.leaves(result.model.params)[0].devices()),
     "odd_batch_error": odd_batch_error,
+    "training_devices": [len(training_devices(b)) for b in (3, 4)],
     "all_reduces": hlo.count("all-reduce("),
     "all_gathers": hlo.count("all-gather("),
 }))
@@ -138,3 +141,47 @@ def test_two_devices_compile_once_replicated_state(two_devices):
 
 def test_batch_not_divisible_by_devices_is_rejected(two_devices):
     assert "multiple of the 2 devices" in two_devices["odd_batch_error"]
+
+
+def test_cpu_split_trains_on_the_devices_that_divide_the_batch(two_devices):
+    # A split CPU is a speed choice: an odd batch trains on one device, not an error.
+    assert two_devices["training_devices"] == [1, 2]
+
+
+def test_cli_splits_the_cpu(tmp_path):
+    """``--cpu-devices 2`` (the default "auto" on a 2-core machine) trains on 2 devices;
+    1 keeps one device."""
+    rng = np.random.default_rng(0)
+    tifffile.imwrite(tmp_path / "in.tif", (rng.random((32, 32)) * 100 + 50).astype(np.float32))
+    np.save(tmp_path / "psf.npy", np.asarray(gaussian_psf((3, 3), 1.0)))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONWARNINGS": "ignore"}
+    env.pop("XLA_FLAGS", None)
+    tiny = ["--steps", "2", "--batch-size", "4", "--patch-size", "16"]
+    lines = []
+    for n in ("2", "1"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "jdeconv", "deconvolve", tmp_path / "in.tif", "--psf",
+             tmp_path / "psf.npy", "-o", tmp_path / f"out{n}.tif", "--cpu-devices", n, *tiny],
+            capture_output=True, text=True, env=env, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines.append(proc.stdout.strip().splitlines()[-1])
+    assert "s/step on 2 devices)" in lines[0] and " devices)" not in lines[1], lines
+    np.testing.assert_allclose(
+        tifffile.imread(tmp_path / "out2.tif"), tifffile.imread(tmp_path / "out1.tif"),
+        rtol=1e-4, atol=1e-3,
+    )  # fmt: skip
+
+
+def test_use_cpu_devices_after_jax_started():
+    import jax
+
+    from jdeconv.devices import use_cpu_devices
+
+    have = len(jax.devices("cpu"))  # this process's JAX has started (earlier tests)
+    assert use_cpu_devices(have) == have  # nothing to change
+    with pytest.raises(RuntimeError, match="before any JAX computation"):
+        use_cpu_devices(have + 1)
+    for bad in (0, -1, 1.5, "two", True):
+        with pytest.raises(ValueError, match="positive integer or 'auto'"):
+            use_cpu_devices(bad)

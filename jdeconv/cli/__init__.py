@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     progress.plan([])
     with _signals.handling(progress.describe):
-        return _main(argv)
+        return _main(argv, own_process=argv is None)
 
 
-def _main(argv) -> int:
+def _main(argv, own_process: bool = False) -> int:
     from ._logging import own_lines
 
     parser = build_parser()
@@ -63,6 +63,7 @@ def _main(argv) -> int:
     debug = getattr(args, "debug", False) or bool(os.environ.get("JDECONV_DEBUG"))
     with own_lines(debug=debug) as messages:
         try:
+            _split_cpu(getattr(args, "cpu_devices", None), own_process)
             code = args.run(args)
         except InputError as err:
             error(str(err))
@@ -84,6 +85,25 @@ def _main(argv) -> int:
     if code == EXIT_OK:
         messages.report()
     return code
+
+
+def _split_cpu(n, own_process: bool) -> None:
+    """``--cpu-devices``: split the CPU before JAX starts (jdeconv.devices). "auto" acts
+    only when the command line runs as its own process (``main()`` from the console
+    script or ``python -m jdeconv``): ``main(argv)`` called from Python leaves the
+    caller's JAX as it is. An explicit count that cannot be applied is refused."""
+    if n is None or (n == "auto" and not own_process):
+        return
+    from jax._src import xla_bridge
+
+    from ..devices import use_cpu_devices
+
+    if n == "auto" and xla_bridge.backends_are_initialized():
+        return
+    try:
+        use_cpu_devices(n)
+    except RuntimeError as err:
+        raise InputError(f"--cpu-devices {n}: {err}") from err
 
 
 def _exit_code(code) -> int:

@@ -247,6 +247,29 @@ def psf_parameter_parser(*, sigma_flag: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+def cpu_devices(text: str):
+    if text == "auto":
+        return text
+    try:
+        return positive_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be 'auto' or a positive integer, got {text}"
+        ) from None
+
+
+def add_cpu_devices(group) -> None:
+    group.add_argument(
+        "--cpu-devices",
+        type=cpu_devices,
+        default="auto",
+        metavar="N",
+        help="on a CPU, train data-parallel on N JAX devices that share its cores ('auto': "
+        "the usable cores, at most 2; 1: one device using all cores); about 1.4x faster "
+        "training steps on 2 cores. No effect when a GPU trains",
+    )
+
+
 def resources_parser() -> argparse.ArgumentParser:
     """--max-memory, and --workers/--scheduler for a dask.distributed cluster."""
     parser = argparse.ArgumentParser(add_help=False)

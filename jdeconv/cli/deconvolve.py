@@ -57,6 +57,7 @@ def add_parser(commands) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="images or glob patterns")
     group = p.add_argument_group("training")
+    opt.add_cpu_devices(group)
     group.add_argument(
         "--preset",
         choices=("noise2self", "noise2same", "noise2same_d"),
@@ -198,11 +199,16 @@ def _run(args, inputs, outputs, model_dirs, psfs, max_memory, distributed: bool)
                 print(
                     f"{path} -> {out}: {shape_text(image.shape)} in {total:.1f} s "
                     f"(compile {t['compile']:.1f} s, {t['steps']} steps at "
-                    f"{t['seconds_per_step']:.3g} s/step); {losses}; "
+                    f"{t['seconds_per_step']:.3g} s/step{_on_devices(t)}); {losses}; "
                     f"kept step {result.best_step}{saved}",
                     flush=True,
                 )
     return EXIT_OK
+
+
+def _on_devices(timings) -> str:
+    devices = timings.get("devices", 1)
+    return f" on {devices} devices" if devices > 1 else ""
 
 
 def _shaped(cfg, args, pixel_size, psf):

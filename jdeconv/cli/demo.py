@@ -37,6 +37,7 @@ def add_parser(commands) -> None:
         help="a tiny run (48 px crop, 3 steps) to check an installation; the tests use it",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    opt.add_cpu_devices(p)
     p.set_defaults(run=run)
 
 
