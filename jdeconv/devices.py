@@ -4,10 +4,11 @@ On a CPU, XLA runs one jitted training step on all cores, but its convolutions a
 gradients scale poorly across threads. Split into several JAX devices
 (:func:`use_cpu_devices`), the CPU runs data-parallel training instead (the batch of
 patches sharded over the devices, :func:`jdeconv.train.batch_mesh`), each device's share
-at the same time: on our 2-core machine the default 2D step took 0.25 s on two devices
-instead of 0.36 s on one, and the 3D step 1.06 s instead of 1.60 s
-(benchmarks/results/train_step-cpu.md, ``--cpu-devices``). Everything else (the anchor,
-validation, inference) runs on the first device with all cores, as before.
+at the same time: on our 2-core machine the default 2D step took 0.23 s on two devices
+against 0.36 s on one, and the 3D step 1.01 s against 2.21 s
+(benchmarks/results/train_step-cpu-devices2.md and train_step-cpu.md, each timed beside
+the same PyTorch reference). Everything else (choosing the anchor's weights, validation,
+inference) runs on the first device, as before.
 
 The device count is fixed when JAX starts its CPU backend, so the split must come first:
 the command line does it by default (``--cpu-devices``); from Python call
