@@ -227,7 +227,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.cpu_devices > 1:
-        use_cpu_devices(args.cpu_devices)  # before JAX starts its CPU backend
+        use_cpu_devices(n=args.cpu_devices)  # before JAX starts its CPU backend
     device = jax.devices()[0].platform
     if not args.quick:  # the quick mode generates its PSFs and needs no data
         psf2, psf17, psf31 = (np.load(args.data / "psf" / name) for name in REFERENCE_PSFS)

@@ -22,7 +22,7 @@ import os
 
 __all__ = ["use_cpu_devices", "usable_cores", "training_devices"]
 
-#: ``use_cpu_devices("auto")`` splits into at most this many devices: the speed-up was
+#: ``use_cpu_devices(n="auto")`` splits into at most this many devices: the speed-up was
 #: measured on 2 cores only (4 devices on those 2 cores: 0.37 s per 2D step, slower than 2).
 MAX_AUTO_DEVICES = 2
 
@@ -41,7 +41,7 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def use_cpu_devices(n: int | str = "auto") -> int:
+def use_cpu_devices(*, n: int | str = "auto") -> int:
     """Split the CPU into ``n`` JAX devices, so that training shards its batch over them.
 
     Call it before any JAX computation (right after the imports); JAX fixes the device
@@ -60,7 +60,7 @@ def use_cpu_devices(n: int | str = "auto") -> int:
         names the fix (call this first, or set ``JAX_NUM_CPU_DEVICES`` before starting).
 
     Example:
-      >>> use_cpu_devices(0)
+      >>> use_cpu_devices(n=0)
       Traceback (most recent call last):
       ...
       ValueError: n must be a positive integer or 'auto', got 0.

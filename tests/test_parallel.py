@@ -179,9 +179,9 @@ def test_use_cpu_devices_after_jax_started():
     from jdeconv.devices import use_cpu_devices
 
     have = len(jax.devices("cpu"))  # this process's JAX has started (earlier tests)
-    assert use_cpu_devices(have) == have  # nothing to change
+    assert use_cpu_devices(n=have) == have  # nothing to change
     with pytest.raises(RuntimeError, match="before any JAX computation"):
-        use_cpu_devices(have + 1)
+        use_cpu_devices(n=have + 1)
     for bad in (0, -1, 1.5, "two", True):
         with pytest.raises(ValueError, match="positive integer or 'auto'"):
-            use_cpu_devices(bad)
+            use_cpu_devices(n=bad)

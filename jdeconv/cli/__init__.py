@@ -101,7 +101,7 @@ def _split_cpu(n, own_process: bool) -> None:
     if n == "auto" and xla_bridge.backends_are_initialized():
         return
     try:
-        use_cpu_devices(n)
+        use_cpu_devices(n=n)
     except RuntimeError as err:
         raise InputError(f"--cpu-devices {n}: {err}") from err
 
