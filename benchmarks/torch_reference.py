@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -70,6 +69,7 @@ import _timing as T  # noqa: E402
 import jax  # noqa: E402
 
 from jdeconv import Config  # noqa: E402
+from jdeconv.devices import usable_cores  # noqa: E402
 from jdeconv.losses import PRESETS  # noqa: E402
 from jdeconv.masks import box_size  # noqa: E402
 from jdeconv.psf import gaussian_psf  # noqa: E402
@@ -716,7 +716,7 @@ def main(argv=None) -> dict:
         if not torch.cuda.is_available():
             raise SystemExit("--torch-device cuda: PyTorch sees no CUDA device here")
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its kernels
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     torch.set_num_threads(args.threads or cores)
     result = {
         "benchmark": NAME,

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import os
 import resource
 import sys
 import time
@@ -53,7 +52,7 @@ from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from jdeconv import Config  # noqa: E402
-from jdeconv.devices import training_devices, use_cpu_devices  # noqa: E402
+from jdeconv.devices import training_devices, usable_cores, use_cpu_devices  # noqa: E402
 from jdeconv.forward import make_forward  # noqa: E402
 from jdeconv.losses import make_loss  # noqa: E402
 from jdeconv.psf import gaussian_psf  # noqa: E402
@@ -277,8 +276,7 @@ def torch_side_by_side(args) -> dict:
     import torch_reference as R
 
     R.require_torch()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    R.torch.set_num_threads(args.threads or cores)
+    R.torch.set_num_threads(args.threads or usable_cores())
     quick = ["--quick", "--budget", "5", "--pairs", "2", "--min-sample", "0.05"]
     targs = R.parse_args(["--data", str(args.data), "--no-quality", *(quick if args.quick else [])])
     return {
