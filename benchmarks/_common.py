@@ -176,9 +176,12 @@ def machine_lines(info: dict) -> list[str]:
         commit += " (+ uncommitted changes in jdeconv/)"
     load = info.get("load_average_at_start")
     load_text = ", ".join(f"{v:.1f}" for v in load) if load else "unknown"
+    count = info.get("device_count") or 1
+    devices = f"; {count} JAX devices" if count > 1 else ""
     return [
         f"- Date: {info['date']}; command: `{info['command']}`",
-        f"- Device: {info['device_kind']} ({info['platform']}, {info['device']}); CPU: {cpu}, "
+        f"- Device: {info['device_kind']} ({info['platform']}, {info['device']}"
+        f"{devices}); CPU: {cpu}, "
         f"{info['cpu_affinity'] or info['cpu_count']} cores usable; load average at start "
         f"(1/5/15 min): {load_text} — timings on a shared machine are upper bounds",
         f"- jax {info['jax']}, jaxlib {info['jaxlib']}, flax {info['flax']}, optax "
@@ -409,6 +412,7 @@ def fit_preset(
         "fit_inference_s": t["inference"],
         "fit_total_s": t["total"],
         "steps": t["steps"],
+        "devices": t.get("devices"),
         "seconds_per_step": t["seconds_per_step"],
         "best_step": result.best_step,
         "infer_ms": 1e3 * min(times) if times else None,

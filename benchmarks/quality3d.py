@@ -16,8 +16,10 @@ Usage (from the repository root)::
 
     python benchmarks/quality3d.py --tag classical-3d     # 12 volumes, ~10 min on 2 cores
     python benchmarks/quality3d.py --fit 4 --tag default-3d  # plus 4 default fits (~1 h)
-    python benchmarks/quality3d.py --fit 12 --tag default-3d-all --resume  # every volume;
-        # cut off, the same command again keeps the finished volumes and runs the rest
+    python benchmarks/quality3d.py --fit 12 --tag default-3d-all --resume --cpu-devices 2
+        # every volume, the fits data-parallel on the CPU split into 2 JAX devices (as the
+        # command line trains by default); cut off, the same command again keeps the
+        # finished volumes and runs the rest
 
 Writes ``quality3d-<tag>.md`` and ``.json`` to ``--out`` (default benchmarks/results).
 """

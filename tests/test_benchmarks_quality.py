@@ -235,15 +235,19 @@ def test_quality3d_fits_the_default_on_the_chosen_volumes(tmp_path, shared_data)
     args = ["--shape", "24", "24", "24", "--psfs", "gl_3d_17", "--noises", "paper", "mild"]
     args += ["--phantoms", "puncta", "--rl-max", "2", "--data", str(shared_data), "--fit", "1"]
     args += ["--set", "steps=2", "--set", "patch_size=24", "--set", "patch_size_z=24"]
-    args += ["--set", "validate_every=1", "--set", "tta=False"]
+    args += ["--set", "validate_every=1", "--set", "tta=False", "--cpu-devices", "2"]
     result, md = _script("quality3d", tmp_path, *args)
     assert result["config"]["fit_cases"] == ["gl_3d_17/paper/puncta"]
+    # The CPU split into two JAX devices: recorded in the config, the machine and the fit.
+    assert result["config"]["cpu_devices"] == 2 == result["machine"]["device_count"]
+    assert "; 2 JAX devices)" in md
     assert result["config"]["overrides"]["steps"] == 2
     fitted, plain = result["images"]
     assert "default" not in plain["methods"]
     record = fitted["methods"]["default"]
     assert "error" not in record, record["error"]
     assert record["steps"] == 2 and math.isfinite(record["psnr"])
+    assert record["devices"] == 2  # the default 3D batch (4) trained sharded over both
     assert record["config"]["network"]["anchor"] == "nonneg_tikhonov" == Config.default(3).anchor
     assert record["val_history"]["val_step"] == [0, 1, 2]
     delta = record["psnr"] - fitted["methods"]["rl_oracle"]["psnr"]
