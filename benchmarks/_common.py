@@ -37,6 +37,7 @@ import jdeconv  # noqa: E402
 from jdeconv import Config, _files  # noqa: E402
 from jdeconv.classic import make_richardson_lucy  # noqa: E402
 from jdeconv.config import FLAT_FIELDS  # noqa: E402
+from jdeconv.devices import use_cpu_devices  # noqa: E402
 from jdeconv.metrics import (  # noqa: E402
     mutual_information,
     psnr,
@@ -476,6 +477,29 @@ def add_config_override_option(p) -> None:
         metavar="KEY=VALUE",
         help="Config override for every learned method (repeatable), e.g. --set batch_size=8",
     )
+
+
+def add_cpu_devices_option(p) -> None:
+    """``--cpu-devices N``: the fits train data-parallel on the CPU split into N JAX devices."""
+    p.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=1,
+        help="split the CPU into N JAX devices for the fits (jdeconv.use_cpu_devices, as the "
+        "command line does by default on 2 cores): the batch trains data-parallel; the "
+        "results record it (default 1: the protocol of the earlier results)",
+    )
+
+
+def apply_cpu_devices(args) -> dict:
+    """Split the CPU as ``--cpu-devices`` asks, before JAX starts its CPU backend; the entry
+    for the results' config (empty at 1, so runs from before the option still resume)."""
+    if args.cpu_devices < 1:
+        raise SystemExit("--cpu-devices must be at least 1")
+    if args.cpu_devices == 1:
+        return {}
+    use_cpu_devices(n=args.cpu_devices)
+    return {"cpu_devices": args.cpu_devices}
 
 
 def add_methods_option(p) -> None:

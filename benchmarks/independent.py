@@ -50,7 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import quality as Q  # noqa: E402
 
-from jdeconv.devices import use_cpu_devices  # noqa: E402
 from jdeconv.metrics import psnr  # noqa: E402
 from jdeconv.psf import gaussian_psf, gibson_lanni_psf  # noqa: E402
 from jdeconv.simulate import degrade  # noqa: E402
@@ -202,24 +201,14 @@ def add_fit_option(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the finished cases of an earlier run with this tag and the same settings",
     )
-    p.add_argument(
-        "--cpu-devices",
-        type=int,
-        default=1,
-        help="split the CPU into N JAX devices for the fits (jdeconv.use_cpu_devices, as the "
-        "command line does by default on 2 cores): the batch trains data-parallel; the "
-        "results record it (default 1: the protocol of the earlier results)",
-    )
+    C.add_cpu_devices_option(p)
 
 
 def parse_fit_options(args) -> None:
     """From :func:`add_fit_option`'s options: ``args.fit_cases``, the ``--fit`` cases spread
     evenly over the selection, first and last included (4 of quality3d's 12 cover both
     PSFs, both noises and the three phantoms), and ``args.config_overrides`` (``--set``)."""
-    if args.cpu_devices < 1:
-        raise SystemExit("--cpu-devices must be at least 1")
-    if args.cpu_devices > 1:
-        use_cpu_devices(n=args.cpu_devices)  # before JAX starts its CPU backend
+    args.devices_config = C.apply_cpu_devices(args)
     n = min(args.fit, len(args.cases))
     picks = np.linspace(0, len(args.cases) - 1, n).round().astype(int) if n else []
     args.fit_cases = {args.cases[i] for i in picks}
@@ -438,8 +427,7 @@ def main(argv=None) -> dict:
 
 def new_result(name: str, args, **config) -> dict:
     """The result record before any case: machine, the shared scoring settings, ``config``."""
-    if getattr(args, "cpu_devices", 1) > 1:  # absent at 1, so earlier runs still resume
-        config = {**config, "cpu_devices": args.cpu_devices}
+    config = {**config, **getattr(args, "devices_config", {})}
     return {
         "benchmark": name,
         "status": "running",

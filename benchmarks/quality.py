@@ -733,7 +733,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="keep the finished images of an earlier run with this tag and the same settings",
     )
+    C.add_cpu_devices_option(p)
     args = p.parse_args(argv)
+    args.devices_config = C.apply_cpu_devices(args)
     methods = args.methods if args.methods is not None else [C.DEFAULT_METHOD]
     if args.classical_only or [m.lower() for m in methods] == ["none"]:
         methods = []
@@ -787,6 +789,7 @@ def main(argv=None) -> dict:
             },
             "images": {s.name: {"kind": s.kind, "source": s.source} for s in X.IMAGES},
             "data_range": C.DATA_RANGE,
+            **args.devices_config,
         },
         "images": [],
         "summary": {},
@@ -856,6 +859,7 @@ def main(argv=None) -> dict:
 
 # Settings that must match for --resume to reuse an earlier run's images.
 _RESUME_KEYS = (
+    "cpu_devices",  # absent (None) on one device: timings from a split CPU are not mixed in
     "size",
     "learned",
     "overrides",

@@ -5,11 +5,14 @@ tiny cases use phantoms and model PSFs only, so no reference data are needed; ab
 minute on a 2-core CPU (the one jdeconv fit compiles), seconds with --classical-only.
 """
 
+import argparse
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from jdeconv.config import Config
 
@@ -290,3 +293,14 @@ def test_boundary_tiny(tmp_path):
     assert result["summary"]["zero"]["mean_gain"] > 0
     text = (tmp_path / "boundary-2d-tiny.md").read_text()
     assert "| zero fill, 64² (quality.py's) | 4 |" in text
+
+
+def test_cpu_devices_option_is_validated_and_absent_from_the_config_at_one(load_benchmark):
+    common = load_benchmark("_common")
+    quality = load_benchmark("quality")
+    args = quality.parse_args(["--tiny"])
+    assert args.cpu_devices == 1 and args.devices_config == {}  # earlier runs still resume
+    with pytest.raises(SystemExit, match="--cpu-devices must be at least 1"):
+        common.apply_cpu_devices(argparse.Namespace(cpu_devices=0))
+    # A resumed run on another device count is refused, not mixed into one table.
+    assert "cpu_devices" in quality._RESUME_KEYS
