@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .devices import on_devices_text
+
 __all__ = ["run_demo", "demo_image", "SSI_DEFOCUS", "RL_ITERATIONS"]
 
 # The SSI 2D kernel: plane 0 of their 17³ stack, 7.5 planes of 0.406 µm before focus.
@@ -246,7 +248,8 @@ def _table(rows, *, image, size, cfg, timings, seed) -> str:
         f"channels, depth {cfg.depth}, patch {cfg.patch_size}, batch {cfg.batch_size}, "
         f"learning rate {cfg.learning_rate}, TTA {cfg.tta}. Time: compile "
         f"{timings['compile']:.1f} s, training {timings['train']:.1f} s "
-        f"({timings['seconds_per_step']:.3f} s/step), inference {timings['inference']:.1f} s.",
+        f"({timings['seconds_per_step']:.3f} s/step{on_devices_text(timings)}), inference "
+        f"{timings['inference']:.1f} s.",
         f"Device: {device.platform} ({device.device_kind}), JAX {jax.__version__}, "
         f"{platform.processor() or platform.machine()}.",
         "",

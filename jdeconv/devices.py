@@ -103,3 +103,15 @@ def training_devices(batch_size: int) -> list:
         count = max(k for k in range(1, len(devices) + 1) if batch_size % k == 0)
         devices = devices[:count]
     return devices
+
+
+def on_devices_text(timings: dict) -> str:
+    """ " on N devices" for a progress or summary line when a fit trained on more than one
+    device (``FitResult.timings["devices"]``), else "".
+
+    Example:
+      >>> on_devices_text({"devices": 2}), on_devices_text({"devices": 1})
+      (' on 2 devices', '')
+    """
+    devices = timings.get("devices", 1)
+    return f" on {devices} devices" if devices > 1 else ""

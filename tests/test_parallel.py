@@ -185,3 +185,16 @@ def test_use_cpu_devices_after_jax_started():
     for bad in (0, -1, 1.5, "two", True):
         with pytest.raises(ValueError, match="positive integer or 'auto'"):
             use_cpu_devices(n=bad)
+
+
+def test_demo_table_says_how_many_devices_trained():
+    from jdeconv import Config
+    from jdeconv.demo import _table
+
+    timings = {"compile": 6.0, "train": 75.0, "seconds_per_step": 0.375, "inference": 1.5}
+    rows = [("input (noisy, blurred)", "", 17.31, 0.158, None)]
+    common = dict(rows=rows, image="camera", size=64, cfg=Config.default(2), seed=0)
+    split = _table(timings={**timings, "devices": 2}, **common)
+    assert "(0.375 s/step on 2 devices)" in split
+    one = _table(timings={**timings, "devices": 1}, **common)
+    assert "(0.375 s/step)" in one and "devices)" not in one

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from .. import _signals
+from ..devices import on_devices_text
 from ..io import image_stem
 from . import _dask, _whole
 from . import _options as opt
@@ -199,16 +200,11 @@ def _run(args, inputs, outputs, model_dirs, psfs, max_memory, distributed: bool)
                 print(
                     f"{path} -> {out}: {shape_text(image.shape)} in {total:.1f} s "
                     f"(compile {t['compile']:.1f} s, {t['steps']} steps at "
-                    f"{t['seconds_per_step']:.3g} s/step{_on_devices(t)}); {losses}; "
+                    f"{t['seconds_per_step']:.3g} s/step{on_devices_text(t)}); {losses}; "
                     f"kept step {result.best_step}{saved}",
                     flush=True,
                 )
     return EXIT_OK
-
-
-def _on_devices(timings) -> str:
-    devices = timings.get("devices", 1)
-    return f" on {devices} devices" if devices > 1 else ""
 
 
 def _shaped(cfg, args, pixel_size, psf):
