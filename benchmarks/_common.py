@@ -479,15 +479,16 @@ def add_config_override_option(p) -> None:
     )
 
 
-def add_cpu_devices_option(p) -> None:
-    """``--cpu-devices N``: the fits train data-parallel on the CPU split into N JAX devices."""
+def add_cpu_devices_option(p, *, results="the results record it") -> None:
+    """``--cpu-devices N``: jdeconv trains data-parallel on the CPU split into N JAX devices
+    (``results``: what the split does to the results files, for the help)."""
     p.add_argument(
         "--cpu-devices",
         type=int,
         default=1,
-        help="split the CPU into N JAX devices for the fits (jdeconv.use_cpu_devices, as the "
-        "command line does by default on 2 cores): the batch trains data-parallel; the "
-        "results record it (default 1: the protocol of the earlier results)",
+        help="split the CPU into N JAX devices for training (jdeconv.use_cpu_devices, as the "
+        f"command line does by default on 2 cores): the batch trains data-parallel; {results} "
+        "(default 1: the protocol of the earlier results)",
     )
 
 

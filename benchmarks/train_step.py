@@ -43,6 +43,8 @@ import jax.numpy as jnp  # noqa: E402
 from _common import (  # noqa: E402
     DEFAULT_DATA,
     DEFAULT_OUT,
+    add_cpu_devices_option,
+    apply_cpu_devices,
     machine_info,
     machine_lines,
     table,
@@ -52,7 +54,7 @@ from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 from jdeconv import Config  # noqa: E402
-from jdeconv.devices import training_devices, usable_cores, use_cpu_devices  # noqa: E402
+from jdeconv.devices import training_devices, usable_cores  # noqa: E402
 from jdeconv.forward import make_forward  # noqa: E402
 from jdeconv.losses import make_loss  # noqa: E402
 from jdeconv.psf import gaussian_psf  # noqa: E402
@@ -203,18 +205,9 @@ def parse_args(argv=None):
         help="also time the PyTorch reference of the default steps in this run (peers extra)",
     )
     p.add_argument("--threads", type=int, help="with --torch: torch threads (default: all)")
-    p.add_argument(
-        "--cpu-devices",
-        type=int,
-        default=1,
-        help="split the CPU into N JAX devices (jdeconv.use_cpu_devices; the command line's "
-        "default on 2 cores is 2) and train data-parallel on them; results go to "
-        "train_step-cpu-devicesN when N > 1",
-    )
+    add_cpu_devices_option(p, results="results go to train_step-cpu-devicesN when N > 1")
     p.add_argument("--note", default="", help="free text for the results header")
     args = p.parse_args(argv)
-    if args.cpu_devices < 1:
-        p.error("--cpu-devices must be at least 1")
     if args.threads is not None and args.threads < 1:
         p.error("--threads must be at least 1")
     missing = [str(f) for n in REFERENCE_PSFS if not (f := args.data / "psf" / n).is_file()]
@@ -225,8 +218,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    if args.cpu_devices > 1:
-        use_cpu_devices(n=args.cpu_devices)  # before JAX starts its CPU backend
+    apply_cpu_devices(args)  # before JAX starts its CPU backend
     device = jax.devices()[0].platform
     if not args.quick:  # the quick mode generates its PSFs and needs no data
         psf2, psf17, psf31 = (np.load(args.data / "psf" / name) for name in REFERENCE_PSFS)
